@@ -1,0 +1,5 @@
+import sys
+
+from forgetlaw.cli import main
+
+sys.exit(main())

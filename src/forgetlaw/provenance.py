@@ -1,0 +1,82 @@
+"""Provenance shared by every stage: code version and stable hashes of configs and files."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from forgetlaw import __version__
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if hasattr(obj, "model_dump"):  # pydantic models
+        return _jsonable(obj.model_dump(mode="json"))
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and obj.is_integer():
+        # 1.0 and 1 hash alike, so a YAML "1" and a computed 1.0 give the same run key.
+        return int(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _jsonable(obj.item())
+    return obj
+
+
+def canonical_json(obj: Any) -> str:
+    """Stable JSON of a config: sorted keys, no whitespace, dataclasses and pydantic models expanded."""
+    return json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(obj: Any, length: int = 16) -> str:
+    """Hex digest that identifies a config; equal configs give equal hashes across processes."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Package version, plus the git commit (and '-dirty') when running from a checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{sha}{'-dirty' if dirty else ''}" if sha else __version__
+
+
+def provenance(config: Any = None, seed: int | None = None, data_manifest_hash: str | None = None) -> dict:
+    """The provenance block stored with every result and report."""
+    block: dict[str, Any] = {"code_version": code_version()}
+    if config is not None:
+        block["config"] = _jsonable(config)
+        block["config_hash"] = config_hash(config)
+    if seed is not None:
+        block["seed"] = seed
+    if data_manifest_hash is not None:
+        block["data_manifest_hash"] = data_manifest_hash
+    return block
