@@ -1,0 +1,78 @@
+"""Documents: normalize, deduplicate (exact), cap by bytes, and split train/val by document.
+
+Every decision is a pure function of (seed, text) through a keyed hash, so two builds give the same
+documents in the same order on any machine, and a document lands in train or val regardless of what
+else is in the corpus (adding a source does not move existing documents across the split).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+EOS_TEXT = "<|endoftext|>"
+MIN_CHARS = 16  # shorter fragments (empty fortunes, stub pages) carry no signal
+
+
+def normalize(text: str) -> str:
+    # The separator token must only ever come from document boundaries.
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace(EOS_TEXT, "").strip()
+
+
+def key(text: str, seed: int, salt: str) -> int:
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8,
+                             key=f"{salt}:{seed}".encode()[:64]).digest()
+    return int.from_bytes(digest, "big")
+
+
+def clean(documents: Iterable[str], seen: set[bytes] | None = None) -> tuple[list[str], int]:
+    """Normalized, non-trivial, exactly deduplicated documents (first occurrence kept) and the drop count.
+
+    `seen` is shared across the sources of a mix so that a text in two sources is kept once.
+    """
+    seen = set() if seen is None else seen
+    kept, dropped = [], 0
+    for raw in documents:
+        text = normalize(raw)
+        digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()
+        if len(text) < MIN_CHARS or digest in seen:
+            dropped += 1
+            continue
+        seen.add(digest)
+        kept.append(text)
+    return kept, dropped
+
+
+def in_seeded_order(documents: list[str], seed: int) -> list[str]:
+    """The fixed document order: by keyed hash, so that the first D tokens sample the whole corpus."""
+    return sorted(documents, key=lambda t: key(t, seed, "order"))
+
+
+def cap_bytes(documents: list[str], max_bytes: int | None, seed: int) -> list[str]:
+    """A deterministic random subset of at most `max_bytes` of UTF-8 (at least one document)."""
+    ordered = in_seeded_order(documents, seed)
+    if max_bytes is None:
+        return ordered
+    taken, total = [], 0
+    for text in ordered:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if taken and total + size > max_bytes:
+            continue  # a smaller later document may still fit
+        taken.append(text)
+        total += size
+        if total >= max_bytes:
+            break
+    return taken
+
+
+def split(documents: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Train and val by document; each in the fixed order. Both non-empty when there are >= 2 docs."""
+    scale = float(1 << 64)
+    keyed = [(key(t, seed, "split") / scale, t) for t in documents]
+    val = [t for k, t in keyed if k < val_fraction]
+    train = [t for k, t in keyed if k >= val_fraction]
+    if not val and len(train) >= 2:  # tiny corpora: move the document closest to the threshold
+        nearest = min(keyed, key=lambda kt: kt[0])[1]
+        train.remove(nearest)
+        val = [nearest]
+    return in_seeded_order(train, seed), in_seeded_order(val, seed)
