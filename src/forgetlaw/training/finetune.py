@@ -1,0 +1,301 @@
+"""Finetuning with pretraining-data injection, evaluated along the way and read at the bottom of the
+target loss's U-curve (the paper's protocol).
+
+The loop takes any module mapping token ids [B, T] to logits [B, T, V]: our GPT from a checkpoint,
+or a Hugging Face model through `forgetlaw.models.hf`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from forgetlaw.data.mixture import InjectionStream, limit_unique_tokens, validation_windows
+from forgetlaw.errors import UserError
+from forgetlaw.training.checkpoint import load_model
+from forgetlaw.training.common import (
+    autocast_context,
+    check_finite,
+    evaluate,
+    finetune_lr,
+    lm_loss,
+    make_adamw,
+    resolve_device,
+    to_inputs,
+)
+
+CURVE_KEYS = ("step", "tokens_seen", "epoch", "train_loss", "finetune_val_loss", "pretrain_val_loss")
+
+
+@dataclass
+class FinetuneConfig:
+    unique_tokens: int  # D
+    injection_fraction: float = 0.0  # p
+    lr: float | None = None  # None: the base model's pretraining peak LR
+    warmup_steps: int = 5
+    schedule: str = "constant"  # "constant" | "cosine" | "linear" (decay over the max_epochs budget)
+    min_lr_frac: float = 0.1  # floor of the decaying schedules
+    batch_size: int = 8
+    seq_len: int = 128
+    eval_tokens: int = 8192  # target validation set
+    pretrain_eval_tokens: int = 4096  # pretraining validation set (evaluated less often; see docs)
+    eval_every_epochs: float = 1.0
+    min_eval_interval_steps: int = 8  # evaluate no more often than this
+    max_eval_interval_steps: int = 500  # ...and at least this often
+    pretrain_eval_every: int = 2  # L_pt at every improvement of the target loss, and every k-th eval
+    patience: int = 5  # evaluations without improvement of the target loss
+    max_epochs: float = 20.0
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    domain: str = ""  # only for messages
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.injection_fraction < 1.0:
+            raise UserError(
+                f"FinetuneConfig.injection_fraction must be in [0, 1); got {self.injection_fraction}"
+            )
+        for name in ("unique_tokens", "batch_size", "seq_len", "eval_tokens", "pretrain_eval_tokens",
+                     "eval_every_epochs",
+                     "min_eval_interval_steps", "max_eval_interval_steps", "pretrain_eval_every",
+                     "patience", "max_epochs"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"FinetuneConfig.{name} must be positive; got {getattr(self, name)}")
+        if self.lr is not None and not self.lr > 0:
+            raise UserError(f"FinetuneConfig.lr must be positive (or None for the pretraining peak); got {self.lr}")
+        if self.schedule not in ("constant", "cosine", "linear"):
+            raise UserError(f"FinetuneConfig.schedule must be constant, cosine or linear; got '{self.schedule}'")
+        if self.min_eval_interval_steps > self.max_eval_interval_steps:
+            raise UserError("FinetuneConfig.min_eval_interval_steps must not exceed max_eval_interval_steps")
+
+
+@dataclass
+class FinetuneResult:
+    curve: list[dict]
+    summary: dict
+    config: FinetuneConfig | None = None
+
+    def to_dict(self) -> dict:
+        return {"curve": self.curve, "summary": self.summary,
+                "config": dataclasses.asdict(self.config) if self.config else None}
+
+
+@dataclass
+class Base:
+    """The model to finetune and what is known about how it was pretrained."""
+
+    model: nn.Module
+    pretrain_lr: float | None
+    meta: dict = field(default_factory=dict)
+
+
+def load_base(base: Path | str | nn.Module) -> Base:
+    """A GPT checkpoint path, or any module mapping idx -> logits (deep-copied: the caller's stays)."""
+    if isinstance(base, nn.Module):
+        return Base(copy.deepcopy(base), pretrain_lr=None)
+    model, meta = load_model(Path(base))
+    return Base(model, pretrain_lr=meta.get("pretrain_config", {}).get("lr"), meta=meta)
+
+
+def _peak_lr(config: FinetuneConfig, base: Base) -> float:
+    if config.lr is not None:
+        return config.lr
+    if base.pretrain_lr is None:
+        raise UserError("FinetuneConfig.lr is needed for a model without a forgetlaw checkpoint; set e.g. lr=1e-4")
+    return float(base.pretrain_lr)
+
+
+def _check_vocab(tracker: RunTracker, model: nn.Module, d_limited: np.ndarray) -> None:
+    """Token ids beyond the model's vocabulary: a tokenizer mismatch, said plainly (checked on the
+    D tokens and the validation windows; the pretraining train split may be too large to scan)."""
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None) or getattr(model, "vocab_size", None)
+    if vocab is None:
+        return
+    for name, tokens in (("the domain's D tokens", d_limited), ("the domain val windows", tracker.target_windows),
+                         ("the pretraining val windows", tracker.pretrain_windows)):
+        largest = int(tokens.max())
+        if largest >= vocab:
+            raise UserError(
+                f"{name} hold token id {largest} but the model's vocabulary has {vocab} entries; "
+                "tokenize the data with the model's tokenizer"
+            )
+
+
+def _check_seq_len(config: FinetuneConfig, model: nn.Module) -> None:
+    limit = getattr(getattr(model, "config", None), "seq_len", None) or getattr(model, "max_seq_len", None)
+    if limit is not None and config.seq_len > limit:
+        raise UserError(f"FinetuneConfig.seq_len={config.seq_len} exceeds the model's context of {limit}")
+
+
+class RunTracker:
+    """One finetuning run's data, evaluation schedule, early stopping and curve.
+
+    Shared by the sequential loop and the vectorized one, so both decide identically.
+    """
+
+    def __init__(self, config: FinetuneConfig, domain_train, domain_val, pretrain_train, pretrain_val,
+                 peak_lr: float):
+        self.config = config
+        d_limited = limit_unique_tokens(domain_train, config.unique_tokens, config.domain)
+        self.d_limited = d_limited
+        self.stream = InjectionStream(
+            d_limited, pretrain_train, config.injection_fraction, config.seq_len, config.batch_size, config.seed
+        )
+        self.target_windows = validation_windows(domain_val, config.seq_len, config.eval_tokens)
+        self.pretrain_windows = validation_windows(pretrain_val, config.seq_len, config.pretrain_eval_tokens)
+        steps_per_epoch = self.stream.steps_per_epoch
+        self.eval_interval = int(min(config.max_eval_interval_steps, max(
+            config.min_eval_interval_steps, round(config.eval_every_epochs * steps_per_epoch))))
+        self.planned_steps = max(1, math.ceil(config.max_epochs * steps_per_epoch))
+        self.peak_lr = peak_lr
+        self.curve: list[dict] = []
+        self.step = 0
+        self.evals = 0
+        self.since_best = 0
+        self.best: dict | None = None
+        self.stop_reason: str | None = None
+        self.loss_sum = 0.0
+        self.loss_count = 0
+        self.eval_s = 0.0
+        self.started = time.perf_counter()
+
+    def lr(self) -> float:
+        c = self.config
+        return finetune_lr(self.step, c.schedule, self.peak_lr, c.warmup_steps, self.planned_steps, c.min_lr_frac)
+
+    def next_batch(self) -> np.ndarray:
+        return self.stream.next_batch().tokens
+
+    def after_step(self, loss: float) -> bool:
+        """Account one optimizer step; True when an evaluation is due now."""
+        self.step += 1
+        self.loss_sum += loss
+        self.loss_count += 1
+        return self.step % self.eval_interval == 0 or self.stream.epochs >= self.config.max_epochs
+
+    def record_target(self, finetune_val: float) -> bool:
+        """Record an evaluation of the target loss; True when L_pt must be evaluated here too
+        (then pass it to record_pretrain)."""
+        check_finite(finetune_val, "target validation loss", self.step)
+        train_loss = self.loss_sum / self.loss_count if self.loss_count else float("nan")
+        if self.loss_count:
+            check_finite(train_loss, "training loss", self.step)
+        self.loss_sum, self.loss_count = 0.0, 0
+        initial = self.best is None
+        improved = initial or finetune_val < self.best["finetune_val_loss"]
+        self.since_best = 0 if improved else self.since_best + 1
+        if not initial:
+            self.evals += 1
+            if self.stream.epochs >= self.config.max_epochs:
+                self.stop_reason = "max_epochs"
+            elif self.since_best >= self.config.patience:
+                self.stop_reason = "patience"
+        row = {
+            "step": self.step,
+            "tokens_seen": self.step * self.config.batch_size * self.config.seq_len,
+            "epoch": self.stream.epochs,
+            "train_loss": train_loss,
+            "finetune_val_loss": finetune_val,
+            "pretrain_val_loss": float("nan"),
+        }
+        self.curve.append(row)
+        if improved:
+            self.best = row
+        # L_pt is read at the best step and wanted at the end; every k-th eval feeds the plots.
+        return improved or self.stop_reason is not None or self.evals % self.config.pretrain_eval_every == 0
+
+    def record_pretrain(self, pretrain_val: float) -> None:
+        check_finite(pretrain_val, "pretraining validation loss", self.step)
+        self.curve[-1]["pretrain_val_loss"] = pretrain_val
+
+    @property
+    def done(self) -> bool:
+        return self.stop_reason is not None
+
+    def summary(self) -> dict:
+        first, best, last = self.curve[0], self.best, self.curve[-1]
+        last_pt = next(r["pretrain_val_loss"] for r in reversed(self.curve) if not math.isnan(r["pretrain_val_loss"]))
+        return {
+            "pretrain_loss_before": first["pretrain_val_loss"],
+            "finetune_loss_before": first["finetune_val_loss"],
+            "finetune_loss": best["finetune_val_loss"],
+            "pretrain_loss": best["pretrain_val_loss"],
+            "best_step": best["step"],
+            "best_epoch": best["epoch"],
+            "best_tokens": best["tokens_seen"],
+            "final_finetune_loss": last["finetune_val_loss"],
+            "final_pretrain_loss": last_pt,
+            "steps": self.step,
+            "epochs": self.stream.epochs,
+            "stop_reason": self.stop_reason,
+            "wall_s": time.perf_counter() - self.started,
+            "eval_s": self.eval_s,
+            "eval_interval_steps": self.eval_interval,
+            "injected_sequences": self.stream.n_pretrain,
+            "target_sequences": self.stream.n_target,
+        }
+
+    def result(self) -> FinetuneResult:
+        return FinetuneResult(curve=self.curve, summary=self.summary(), config=self.config)
+
+
+def finetune(
+    config: FinetuneConfig,
+    base_checkpoint: Path | str | nn.Module,
+    domain_train: np.ndarray,
+    domain_val: np.ndarray,
+    pretrain_train: np.ndarray,
+    pretrain_val: np.ndarray,
+    progress: Callable[[str], None] | None = None,
+) -> FinetuneResult:
+    """One finetuning run: fresh AdamW from the base, injection at p, stop on patience or max_epochs."""
+    base = load_base(base_checkpoint)
+    device = resolve_device(config.device)
+    model = base.model.to(device)
+    _check_seq_len(config, model)
+    tracker = RunTracker(config, domain_train, domain_val, pretrain_train, pretrain_val, _peak_lr(config, base))
+    _check_vocab(tracker, model, tracker.d_limited)
+    torch.manual_seed(config.seed)  # dropout, if any
+    optimizer = make_adamw(model, tracker.peak_lr, config.weight_decay, device)
+    ctx = autocast_context(device, config.precision)
+
+    def run_eval(windows: np.ndarray) -> float:
+        started = time.perf_counter()
+        value = evaluate(model, windows, device, config.precision)
+        tracker.eval_s += time.perf_counter() - started
+        return value
+
+    def record() -> None:
+        if tracker.record_target(run_eval(tracker.target_windows)):
+            tracker.record_pretrain(run_eval(tracker.pretrain_windows))
+
+    record()
+    model.train()
+    while not tracker.done:
+        for group in optimizer.param_groups:
+            group["lr"] = tracker.lr()
+        x, y = to_inputs(tracker.next_batch(), device)
+        with ctx:
+            loss = lm_loss(model(x), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if tracker.after_step(loss.item()):
+            record()
+            if progress:
+                row = tracker.curve[-1]
+                progress(f"finetune: step {row['step']} epoch {row['epoch']:.2f} "
+                         f"target {row['finetune_val_loss']:.4f} pretrain {row['pretrain_val_loss']:.4f}")
+    return tracker.result()
