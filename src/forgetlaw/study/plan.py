@@ -1,0 +1,192 @@
+"""Planning: a spec plus a data identity -> the list of runs, each keyed by the hash of its full config.
+
+A pretraining run per model size, shared by all of that size's finetuning runs; a finetuning run per
+(size, domain, D, p, seed) cell of the grid, plus the replicate seeds. A finetuning config names its
+base by the base's run key, so the key covers the whole chain (model, pretraining, data, finetuning).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from forgetlaw.errors import UserError
+from forgetlaw.provenance import config_hash
+from forgetlaw.study.spec import FinetuneSpec, OverrideSpec, ShapeSpec, StudySpec
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    key: str
+    kind: str  # "pretrain" | "finetune"
+    config: dict[str, Any]  # the full config; key == config_hash(config)
+    model_name: str
+    data_manifest_hash: str
+    seed: int
+    base_key: str | None = None
+    domain: str | None = None
+    unique_tokens: int | None = None
+    injection: float | None = None
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "key": self.key, "kind": self.kind, "config": self.config, "model_name": self.model_name,
+            "data_manifest_hash": self.data_manifest_hash, "seed": self.seed, "base_key": self.base_key,
+            "domain": self.domain, "unique_tokens": self.unique_tokens, "injection": self.injection,
+        }
+
+
+def _full_config(kind: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The training stage's config with its defaults filled in, so the run key covers every setting
+    (a changed training default then gives new keys instead of silently mixing results). Building the
+    dataclass also validates the values before any run starts."""
+    import dataclasses
+
+    from forgetlaw.training import FinetuneConfig, PretrainConfig
+
+    cls = PretrainConfig if kind == "pretrain" else FinetuneConfig
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"{kind}: settings {unknown} are not known to forgetlaw.training.{cls.__name__}")
+    return dataclasses.asdict(cls(**values))
+
+
+def resolve_shapes(spec: StudySpec) -> list[ShapeSpec]:
+    """The ladder's shapes, smallest first, restricted to `ladder.sizes` when given."""
+    ladder = spec.ladder
+    if ladder.shapes is not None:
+        shapes = list(ladder.shapes)
+    else:
+        # The models stage owns the named ladders.
+        from forgetlaw.models import ladder as named_ladder
+
+        try:
+            found = named_ladder(ladder.preset)
+        except (KeyError, UserError) as exc:
+            raise UserError(f"ladder.preset: {exc}") from None
+        shapes = [ShapeSpec(name=s.name, n_layer=s.n_layer, d_model=s.d_model, n_head=s.n_head) for s in found]
+    if ladder.sizes is not None:
+        by_name = {s.name: s for s in shapes}
+        unknown = [n for n in ladder.sizes if n not in by_name]
+        if unknown:
+            raise UserError(f"ladder.sizes: {unknown} not in the ladder; choose from {sorted(by_name)}")
+        shapes = [s for s in shapes if s.name in ladder.sizes]
+    return shapes
+
+
+def pretrain_config(spec: StudySpec, shape: ShapeSpec, vocab_size: int, manifest_hash: str) -> dict[str, Any]:
+    p = spec.pretrain
+    config = {
+        "kind": "pretrain",
+        "model": {"name": shape.name, "n_layer": shape.n_layer, "d_model": shape.d_model,
+                  "n_head": shape.n_head, "vocab_size": vocab_size, "seq_len": spec.seq_len},
+        "pretrain": {
+            "tokens_per_param": shape.tokens_per_param or p.tokens_per_param,
+            "batch_size": p.batch_size, "seq_len": spec.seq_len, "lr": p.lr,
+            "warmup_frac": p.warmup_frac, "min_lr_frac": p.min_lr_frac,
+            "weight_decay": p.weight_decay, "grad_clip": p.grad_clip, "eval_tokens": p.eval_tokens,
+            "seed": p.seed, "device": spec.execution.device, "checkpoint_every": p.checkpoint_every,
+        },
+        "data": {"manifest_hash": manifest_hash},
+    }
+    config["pretrain"] = _full_config("pretrain", config["pretrain"])
+    return config
+
+
+def _matches(override: OverrideSpec | Any, cell: dict[str, Any]) -> bool:
+    checks = (("sizes", "model_name"), ("domains", "domain"), ("unique_tokens", "unique_tokens"),
+              ("injection", "injection"), ("seeds", "seed"))
+    for attr, key in checks:
+        allowed = getattr(override, attr, None)
+        if allowed is not None and cell[key] not in allowed:
+            return False
+    return True
+
+
+def finetune_config(spec: StudySpec, base_key: str, cell: dict[str, Any], manifest_hash: str) -> dict[str, Any]:
+    settings = spec.finetune.model_dump()
+    for override in spec.overrides:
+        if _matches(override, cell):
+            settings.update(override.finetune)
+    # None means "the training stage's default": leave it out, _full_config fills it in.
+    settings = {k: v for k, v in FinetuneSpec(**settings).model_dump().items() if v is not None}
+    config = {
+        "kind": "finetune",
+        "base": base_key,
+        "domain": cell["domain"],
+        "finetune": {
+            "unique_tokens": cell["unique_tokens"], "injection_fraction": cell["injection"],
+            **settings, "seq_len": spec.seq_len, "seed": cell["seed"], "device": spec.execution.device,
+            "domain": cell["domain"],
+        },
+        "data": {"manifest_hash": manifest_hash},
+    }
+    config["finetune"] = _full_config("finetune", config["finetune"])
+    return config
+
+
+def grid_cells(spec: StudySpec, shapes: list[ShapeSpec]) -> list[dict[str, Any]]:
+    """Every (size, domain, D, p, seed) cell: the main grid, then the replicate seeds, no duplicates."""
+    cells: list[dict[str, Any]] = []
+    seen: set[tuple] = set()
+
+    def add(shape: ShapeSpec, domain: str, d: int, p: float, seed: int) -> None:
+        ident = (shape.name, domain, d, p, seed)
+        if ident not in seen:
+            seen.add(ident)
+            cells.append({"model_name": shape.name, "domain": domain, "unique_tokens": d,
+                          "injection": p, "seed": seed})
+
+    for shape in shapes:
+        for domain in spec.domains:
+            for d in spec.unique_tokens:
+                for p in spec.injection:
+                    for seed in spec.seeds:
+                        add(shape, domain, d, p, seed)
+    rep = spec.replicates
+    if rep is not None:
+        names = {s.name for s in shapes}
+        for attr, universe in (("sizes", names), ("domains", set(spec.domains)),
+                               ("unique_tokens", set(spec.unique_tokens)), ("injection", set(spec.injection))):
+            wanted = getattr(rep, attr)
+            if wanted is not None and not set(wanted) <= universe:
+                raise UserError(f"replicates.{attr}: {sorted(set(wanted) - universe)} not in the study's "
+                                f"{attr}; choose from {sorted(universe)}")
+        for shape in shapes:
+            for domain in spec.domains:
+                for d in spec.unique_tokens:
+                    for p in spec.injection:
+                        cell = {"model_name": shape.name, "domain": domain, "unique_tokens": d, "injection": p}
+                        if all(getattr(rep, a) is None or cell[k] in getattr(rep, a) for a, k in
+                               (("sizes", "model_name"), ("domains", "domain"),
+                                ("unique_tokens", "unique_tokens"), ("injection", "injection"))):
+                            for seed in rep.seeds:
+                                add(shape, domain, d, p, seed)
+    return cells
+
+
+def plan_study(spec: StudySpec, vocab_size: int, manifest_hash: str,
+               available_domains: list[str] | None = None) -> list[PlannedRun]:
+    """All runs of a study: pretraining runs (smallest model first), then finetuning runs."""
+    if available_domains is not None:
+        missing = [d for d in spec.domains if d not in available_domains]
+        if missing:
+            raise UserError(f"domains: {missing} are not in the data (it has {sorted(available_domains)}); "
+                            "fix 'domains' or the data section")
+    shapes = resolve_shapes(spec)
+    runs: list[PlannedRun] = []
+    base_keys: dict[str, str] = {}
+    for shape in shapes:
+        config = pretrain_config(spec, shape, vocab_size, manifest_hash)
+        key = config_hash(config)
+        base_keys[shape.name] = key
+        runs.append(PlannedRun(key=key, kind="pretrain", config=config, model_name=shape.name,
+                               data_manifest_hash=manifest_hash, seed=spec.pretrain.seed))
+    for cell in grid_cells(spec, shapes):
+        base_key = base_keys[cell["model_name"]]
+        config = finetune_config(spec, base_key, cell, manifest_hash)
+        runs.append(PlannedRun(key=config_hash(config), kind="finetune", config=config, base_key=base_key,
+                               data_manifest_hash=manifest_hash, **cell))
+    return runs
