@@ -22,7 +22,7 @@ def test_presets_have_the_promised_grids():
     assert sorted(quick.injection) == [0.0, 0.05, 0.2]
     # cpu: >= 4 sizes, a near and a far domain, >= 3 D with D <= N, p in {0, 1, 5, 20}%, replicates.
     shapes = resolve_shapes(cpu)
-    assert len(shapes) >= 4 and {"manpages", "python"} <= set(cpu.domains)
+    assert len(shapes) >= 4 and {"wikipedia", "python"} <= set(cpu.domains)
     assert len(cpu.unique_tokens) >= 3 and sorted(cpu.injection) == [0.0, 0.01, 0.05, 0.2]
     assert max(cpu.unique_tokens) <= min(_non_embedding(s) for s in shapes)
     assert cpu.replicates is not None and len(cpu.replicates.seeds) >= 1

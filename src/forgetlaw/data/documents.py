@@ -2,7 +2,8 @@
 
 Every decision is a pure function of (seed, text) through a keyed hash, so two builds give the same
 documents in the same order on any machine, and a document lands in train or val regardless of what
-else is in the corpus (adding a source does not move existing documents across the split).
+else is in the corpus (adding a source does not move existing documents across the split), except
+that a very small corpus is given at least a few validation documents.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 from collections.abc import Iterable
 
 EOS_TEXT = "<|endoftext|>"
+MIN_VAL_DOCUMENTS = 8
 MIN_CHARS = 16  # shorter fragments (empty fortunes, stub pages) carry no signal
 
 
@@ -69,10 +71,11 @@ def split(documents: list[str], val_fraction: float, seed: int) -> tuple[list[st
     """Train and val by document; each in the fixed order. Both non-empty when there are >= 2 docs."""
     scale = float(1 << 64)
     keyed = [(key(t, seed, "split") / scale, t) for t in documents]
-    val = [t for k, t in keyed if k < val_fraction]
-    train = [t for k, t in keyed if k >= val_fraction]
-    if not val and len(train) >= 2:  # tiny corpora: move the document closest to the threshold
-        nearest = min(keyed, key=lambda kt: kt[0])[1]
-        train.remove(nearest)
-        val = [nearest]
+    keyed.sort(key=lambda kt: kt[0])
+    n_val = sum(1 for k, _ in keyed if k < val_fraction)
+    # Small corpora (a capped domain of a hundred long files) would get one or two validation
+    # documents, too few for a stable loss: take at least MIN_VAL_DOCUMENTS, never over a quarter.
+    n_val = max(n_val, min(MIN_VAL_DOCUMENTS, len(keyed) // 4), 1 if len(keyed) >= 2 else 0)
+    val = [t for _, t in keyed[:n_val]]
+    train = [t for _, t in keyed[n_val:]]
     return in_seeded_order(train, seed), in_seeded_order(val, seed)

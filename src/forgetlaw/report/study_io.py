@@ -1,0 +1,53 @@
+"""Reading a study folder for the report: the canonical tables and the provenance of its runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from forgetlaw.errors import UserError
+from forgetlaw.provenance import code_version, config_hash
+
+
+def load_study_tables(study_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    study_dir = Path(study_dir)
+    if not study_dir.is_dir():
+        raise UserError(f"STUDY_DIR {study_dir} is not a folder; give the --out folder of a sweep or demo")
+    from forgetlaw.study import load_curves, load_results
+
+    return load_results(study_dir), load_curves(study_dir)
+
+
+def _distinct(values) -> list:
+    return sorted({v for v in values if v is not None}, key=str)
+
+
+def study_provenance(study_dir: Path, spec=None) -> dict:
+    """Provenance of a report built from a study: the study spec, and what its finished runs recorded."""
+    from forgetlaw.study import ResultsStore
+
+    store = ResultsStore.open_existing(study_dir)
+    try:
+        runs = store.runs(status="done")
+        stored_spec = store.get_meta("spec")
+    finally:
+        store.close()
+    spec_data = spec if spec is not None else stored_spec
+    if hasattr(spec_data, "model_dump"):
+        spec_data = spec_data.model_dump(mode="json")
+    finetunes = [r for r in runs if r.get("kind") == "finetune"]
+    block = {
+        "report_code_version": code_version(),
+        "study_dir": str(Path(study_dir).resolve()),
+        "study_code_versions": ", ".join(_distinct(r.get("code_version") for r in runs)),
+        "data_manifest_hash": ", ".join(_distinct(r.get("data_manifest_hash") for r in runs)),
+        "finetune_seeds": ", ".join(str(s) for s in _distinct(r.get("seed") for r in finetunes)),
+        "pretrain_seeds": ", ".join(str(s) for s in _distinct(r.get("seed") for r in runs
+                                                               if r.get("kind") == "pretrain")),
+        "finished_runs": len(runs),
+    }
+    if spec_data is not None:
+        block["spec_hash"] = config_hash(spec_data)
+        block["spec"] = spec_data
+    return block
