@@ -47,25 +47,29 @@ def to_inputs(windows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, 
     return tensor[:, :-1], tensor[:, 1:]
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all (cheaper than no_grad for many small ops)
 def evaluate(
     model: nn.Module, windows: np.ndarray, device: torch.device, precision: str = "auto",
     batch_size: int = 64,
 ) -> float:
-    """Mean loss over fixed windows, batched; restores the model's train/eval mode."""
+    """Mean loss over fixed windows, batched; restores the model's train/eval mode.
+
+    The per-batch loss sums stay on the device and are read once at the end: one host sync per
+    evaluation instead of one per batch (it matters on a GPU)."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
     with autocast_context(device, precision):
         for first in range(0, len(windows), batch_size):
             x, y = to_inputs(windows[first : first + batch_size], device)
             logits = model(x)
             total += F.cross_entropy(
                 logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"
-            ).item()
+            )
             count += y.numel()
     model.train(was_training)
-    return total / count
+    return total.item() / count
 
 
 def check_finite(value: float, what: str, step: int) -> None:

@@ -177,10 +177,13 @@ class RunTracker:
     def next_batch(self) -> np.ndarray:
         return self.stream.next_batch().tokens
 
-    def after_step(self, loss: float) -> bool:
-        """Account one optimizer step; True when an evaluation is due now."""
+    def after_step(self, loss: float | torch.Tensor) -> bool:
+        """Account one optimizer step; True when an evaluation is due now.
+
+        `loss` may be a 0-dim tensor still on the device: summed there in float64 (the same sum as
+        Python floats) and read at the next evaluation, so a GPU step needs no host sync."""
         self.step += 1
-        self.loss_sum += loss
+        self.loss_sum = self.loss_sum + (loss.detach().double() if isinstance(loss, torch.Tensor) else loss)
         self.loss_count += 1
         return self.step % self.eval_interval == 0 or self.stream.epochs >= self.config.max_epochs
 
@@ -188,7 +191,7 @@ class RunTracker:
         """Record an evaluation of the target loss; True when L_pt must be evaluated here too
         (then pass it to record_pretrain)."""
         check_finite(finetune_val, "target validation loss", self.step)
-        train_loss = self.loss_sum / self.loss_count if self.loss_count else float("nan")
+        train_loss = float(self.loss_sum) / self.loss_count if self.loss_count else float("nan")
         if self.loss_count:
             check_finite(train_loss, "training loss", self.step)
         self.loss_sum, self.loss_count = 0.0, 0
@@ -292,7 +295,7 @@ def finetune(
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if tracker.after_step(loss.item()):
+        if tracker.after_step(loss):
             record()
             if progress:
                 row = tracker.curve[-1]
