@@ -26,7 +26,12 @@ def test_presets_have_the_promised_grids():
     assert len(cpu.unique_tokens) >= 3 and sorted(cpu.injection) == [0.0, 0.01, 0.05, 0.2]
     assert max(cpu.unique_tokens) <= min(_non_embedding(s) for s in shapes)
     assert cpu.replicates is not None and len(cpu.replicates.seeds) >= 1
-    assert (cpu.finetune.lr, cpu.finetune.batch_size, cpu.finetune.patience, cpu.finetune.max_epochs) == (3e-3, 8, 5, 20)
+    # finetuning continues at the LR pretraining ended at (docs/training.md), batch 8, patience 5
+    assert cpu.finetune.lr == pytest.approx(cpu.pretrain.lr * cpu.pretrain.min_lr_frac)
+    assert (cpu.finetune.batch_size, cpu.finetune.patience) == (8, 5)
+    # one pretraining budget for every size, so that L0 falls with N
+    assert all(getattr(s, 'tokens_per_param', None) in (None, cpu.pretrain.tokens_per_param)
+               for s in cpu.ladder.shapes)
     assert sorted(full.injection) == [0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.2]
     assert len(full.domains) == 3 and len(full.unique_tokens) == 4
     sizes = [_non_embedding(s) for s in resolve_shapes(paper)]

@@ -249,6 +249,7 @@ def build_report(results: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, pro
          f"D = {html.esc(', '.join(f'{d:,}' for d in grid['unique_tokens']))}; "
          f"p = {html.esc(', '.join(format_p(p) for p in grid['injections']))}; "
          f"seeds {html.esc(', '.join(str(s) for s in grid['seeds']))}.</p>"
+         + _capped_runs_html(results) +
          f"<ul>{verdicts}</ul>" + (f"<ul>{mre_lines}</ul>" if mre_lines else "")
          + "<p>Mean forgetting (nats) by model size, over domains, D and seeds:</p>"
          + html.table_html(headline_rows) + f"<p>Seed noise: {html.esc(noise_text)}</p>"),
@@ -301,3 +302,16 @@ def build_report(results: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, pro
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _capped_runs_html(results: pd.DataFrame) -> str:
+    """Runs that hit their epoch cap never showed the bottom of the U-curve: say how many and where."""
+    if "stop_reason" not in results:
+        return ""
+    capped = results[results["stop_reason"] == "max_epochs"]
+    if capped.empty:
+        return ""
+    where = ", ".join(f"{name} ({count})" for name, count in capped["model_name"].value_counts().sort_index().items())
+    return (f"<p>{len(capped)} of {len(results)} runs reached their epoch cap before the target loss turned up "
+            f"(by model: {html.esc(where)}); they are read at their best evaluation before the cap, so the bottom "
+            "of their U-curve, and the forgetting there, may lie later.</p>")

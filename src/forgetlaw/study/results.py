@@ -18,7 +18,7 @@ from forgetlaw.study.store import CURVE_COLUMNS, ResultsStore
 RESULT_COLUMNS = (
     "domain", "model_size", "model_size_total", "model_name", "unique_tokens", "injection", "seed",
     "tokens", "pretrain_loss_before", "pretrain_loss_init", "finetune_loss_before", "pretrain_loss",
-    "finetune_loss", "loss", "best_step", "best_epoch", "run_key",
+    "finetune_loss", "loss", "best_step", "best_epoch", "stop_reason", "run_key",
 )
 CURVE_LABELS = ("domain", "model_name", "model_size", "unique_tokens", "injection", "seed")
 _SORT = ["domain", "model_size", "unique_tokens", "injection", "seed", "run_key"]
@@ -72,6 +72,7 @@ def load_results(study_dir: str | Path, all_runs: bool = False) -> pd.DataFrame:
             "loss": summary.get("finetune_loss"),
             "best_step": summary.get("best_step"),
             "best_epoch": summary.get("best_epoch"),
+            "stop_reason": summary.get("stop_reason"),
             "run_key": row["key"],
         })
     frame = pd.DataFrame.from_records(records, columns=list(RESULT_COLUMNS))

@@ -104,7 +104,8 @@ class PretrainSpec(_Strict):
 
 
 class FinetuneSpec(_Strict):
-    lr: float = Field(default=3e-3, gt=0)
+    # None: the LR the base's pretraining ended at (see docs/training.md).
+    lr: float | None = Field(default=None, gt=0)
     warmup_steps: int = Field(default=5, ge=0)
     schedule: Literal["constant", "cosine", "linear"] = "constant"
     batch_size: int = Field(default=8, gt=0)

@@ -40,7 +40,7 @@ CURVE_KEYS = ("step", "tokens_seen", "epoch", "train_loss", "finetune_val_loss",
 class FinetuneConfig:
     unique_tokens: int  # D
     injection_fraction: float = 0.0  # p
-    lr: float | None = None  # None: the base model's pretraining peak LR
+    lr: float | None = None  # None: the LR the base's pretraining ended at (peak x min_lr_frac)
     warmup_steps: int = 5
     schedule: str = "constant"  # "constant" | "cosine" | "linear" (decay over the max_epochs budget)
     min_lr_frac: float = 0.1  # floor of the decaying schedules
@@ -73,7 +73,7 @@ class FinetuneConfig:
             if not getattr(self, name) > 0:
                 raise UserError(f"FinetuneConfig.{name} must be positive; got {getattr(self, name)}")
         if self.lr is not None and not self.lr > 0:
-            raise UserError(f"FinetuneConfig.lr must be positive (or None for the pretraining peak); got {self.lr}")
+            raise UserError(f"FinetuneConfig.lr must be positive (or None for the final pretraining LR); got {self.lr}")
         if self.schedule not in ("constant", "cosine", "linear"):
             raise UserError(f"FinetuneConfig.schedule must be constant, cosine or linear; got '{self.schedule}'")
         if self.min_eval_interval_steps > self.max_eval_interval_steps:
@@ -96,7 +96,7 @@ class Base:
     """The model to finetune and what is known about how it was pretrained."""
 
     model: nn.Module
-    pretrain_lr: float | None
+    pretrain_lr: float | None  # the LR its pretraining ended at; the default finetuning LR
     meta: dict = field(default_factory=dict)
 
 
@@ -105,7 +105,12 @@ def load_base(base: Path | str | nn.Module) -> Base:
     if isinstance(base, nn.Module):
         return Base(copy.deepcopy(base), pretrain_lr=None)
     model, meta = load_model(Path(base))
-    return Base(model, pretrain_lr=meta.get("pretrain_config", {}).get("lr"), meta=meta)
+    pretrain_config = meta.get("pretrain_config", {})
+    peak = pretrain_config.get("lr")
+    # Finetuning continues at the LR pretraining ended at: at the peak, BPE-token models overfit
+    # within one epoch (docs/training.md).
+    final = None if peak is None else peak * pretrain_config.get("min_lr_frac", 1.0)
+    return Base(model, pretrain_lr=final, meta=meta)
 
 
 def _peak_lr(config: FinetuneConfig, base: Base) -> float:
