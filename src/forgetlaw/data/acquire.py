@@ -105,9 +105,11 @@ def download(artefact: Artefact, raw_dir: Path, source: str, way_around: str,
             got = _artefact_file(tmp)
             if result.returncode != 0 or got is None:
                 detail = (result.stderr or result.stdout).strip().splitlines()
+                # apt knows only the versions in its package lists, which a new machine may lack
+                hint = "run 'apt-get update' once and retry, or " if artefact.manager == "apt" else ""
                 raise UserError(
                     f"source '{source}': '{' '.join(artefact.command())}' failed "
-                    f"({detail[-1] if detail else 'no file'}); {way_around}")
+                    f"({detail[-1] if detail else 'no file'}); {hint}{way_around}")
             found = folder / got.name
             got.replace(found)
             shutil.rmtree(tmp, ignore_errors=True)

@@ -243,47 +243,40 @@ _FORGETTING_PARAMS = (
 _FORGETTING_COLUMNS = ("model_size", "unique_tokens", "injection", "pretrain_loss_before")
 _FORGETTING_FEATURES = ("log_n", "log_d", "p", "log_l0")
 
-_FORGETTING = Law(
-    name="forgetting",
-    formula="pretrain_loss = L0 + A * D^beta / ((1 + B p) N)^alpha   (L0 = pretrain_loss_before, D = unique_tokens, p = injection)",
-    target="pretrain_loss",
-    columns=_FORGETTING_COLUMNS,
-    params=_FORGETTING_PARAMS,
-    model_column="model_size",
-    data_column="unique_tokens",
-    role="forgetting",
-    log_predict=_forgetting_additive,
-    features_used=_FORGETTING_FEATURES,
-    forgetting_shift_scale=_shift_scale_additive,
-)
+def _forgetting_law(name: str, formula: str, log_predict, shift_scale,
+                    extra_params: tuple[Param, ...] = ()) -> Law:
+    """The forgetting laws share columns, roles and the paper's parameters; they differ in form."""
+    return Law(
+        name=name,
+        formula=formula,
+        target="pretrain_loss",
+        columns=_FORGETTING_COLUMNS,
+        params=_FORGETTING_PARAMS + extra_params,
+        model_column="model_size",
+        data_column="unique_tokens",
+        role="forgetting",
+        log_predict=log_predict,
+        features_used=_FORGETTING_FEATURES,
+        forgetting_shift_scale=shift_scale,
+    )
 
-_FORGETTING_MULTIPLICATIVE = Law(
-    name="forgetting-multiplicative",
-    formula="pretrain_loss = L0 * (1 + A * D^beta / ((1 + B p) N)^alpha)",
-    target="pretrain_loss",
-    columns=_FORGETTING_COLUMNS,
-    params=_FORGETTING_PARAMS,
-    model_column="model_size",
-    data_column="unique_tokens",
-    role="forgetting",
-    log_predict=_forgetting_multiplicative,
-    features_used=_FORGETTING_FEATURES,
-    forgetting_shift_scale=_shift_scale_multiplicative,
-)
 
-_FORGETTING_FLOOR = Law(
-    name="forgetting-floor",
-    formula="pretrain_loss = (1 - C) * L0 + A * D^beta / ((1 + B p) N)^alpha   (C = 0: the paper's law)",
-    target="pretrain_loss",
-    columns=_FORGETTING_COLUMNS,
+_FORGETTING = _forgetting_law(
+    "forgetting",
+    "pretrain_loss = L0 + A * D^beta / ((1 + B p) N)^alpha   (L0 = pretrain_loss_before, D = unique_tokens, p = injection)",
+    _forgetting_additive, _shift_scale_additive,
+)
+_FORGETTING_MULTIPLICATIVE = _forgetting_law(
+    "forgetting-multiplicative",
+    "pretrain_loss = L0 * (1 + A * D^beta / ((1 + B p) N)^alpha)",
+    _forgetting_multiplicative, _shift_scale_multiplicative,
+)
+_FORGETTING_FLOOR = _forgetting_law(
+    "forgetting-floor",
+    "pretrain_loss = (1 - C) * L0 + A * D^beta / ((1 + B p) N)^alpha   (C = 0: the paper's law)",
+    _forgetting_floor, _shift_scale_floor,
     # C < 1 keeps the floor positive; C < 0 (a floor above L0) is allowed so the sign is the data's.
-    params=_FORGETTING_PARAMS + (Param("C", False, -1.0, 0.99, (0.0, 0.2)),),
-    model_column="model_size",
-    data_column="unique_tokens",
-    role="forgetting",
-    log_predict=_forgetting_floor,
-    features_used=_FORGETTING_FEATURES,
-    forgetting_shift_scale=_shift_scale_floor,
+    extra_params=(Param("C", False, -1.0, 0.99, (0.0, 0.2)),),
 )
 
 _FINETUNING_PARAMS = (
