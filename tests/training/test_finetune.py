@@ -128,3 +128,30 @@ def test_bad_requests(base, corpora):
         ft_config(injection_fraction=1.0)
     with pytest.raises(UserError, match="schedule"):
         ft_config(schedule="step")
+
+
+def _pretrain_rows(curve) -> set[int]:
+    return {i for i, row in enumerate(curve) if not math.isnan(row["pretrain_val_loss"])}
+
+
+def test_deferred_pretrain_reading_is_exact(base, corpora):
+    """L_pt is evaluated every k-th evaluation, at the start and at the end; at the best target
+    step it is read from a copy of the weights kept there, giving what evaluating it then gave."""
+    settings = dict(unique_tokens=1_000, max_epochs=25)
+    every = run(ft_config(**settings, pretrain_eval_every=1), base.checkpoint, corpora, domain_val="mixed_val")
+    sparse = run(ft_config(**settings, pretrain_eval_every=1000), base.checkpoint, corpora, domain_val="mixed_val")
+    default = run(ft_config(**settings), base.checkpoint, corpora, domain_val="mixed_val")
+    # evaluation does not change training: the same target curve in all three
+    target = [row["finetune_val_loss"] for row in every.curve]
+    assert [row["finetune_val_loss"] for row in sparse.curve] == target
+    assert [row["finetune_val_loss"] for row in default.curve] == target
+    best, last = int(np.argmin(target)), len(target) - 1
+    assert 0 < best < last and best % 2 == 1  # a deferred reading: neither a k-th nor the last evaluation
+    assert _pretrain_rows(every.curve) == set(range(len(target)))
+    assert _pretrain_rows(sparse.curve) == {0, best, last}
+    assert _pretrain_rows(default.curve) == {i for i in range(len(target)) if i % 2 == 0} | {best, last}
+    for result in (sparse, default):
+        assert result.summary["pretrain_loss"] == every.summary["pretrain_loss"]
+        assert result.summary["pretrain_loss"] == result.curve[best]["pretrain_val_loss"]
+        assert result.summary["final_pretrain_loss"] == every.summary["final_pretrain_loss"]
+        assert result.summary["pretrain_loss_before"] == every.summary["pretrain_loss_before"]

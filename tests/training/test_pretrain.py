@@ -27,11 +27,18 @@ def test_loss_falls_and_result_reports_sizes(base):
 def test_resume_equals_uninterrupted(tmp_path, corpora):
     config = pretrain_config(tokens_per_param=3, checkpoint_every=10)
     args = (corpora["pretrain_train"], corpora["pretrain_val"])
-    whole = pretrain(config, MODEL, *args, tmp_path / "whole")
-    partial = pretrain(config, MODEL, *args, tmp_path / "split", max_steps=23)
+    whole_lines: list[str] = []
+    split_lines: list[str] = []
+    whole = pretrain(config, MODEL, *args, tmp_path / "whole", whole_lines.append)
+    partial = pretrain(config, MODEL, *args, tmp_path / "split", split_lines.append, max_steps=23)
     assert not partial.completed and partial.steps == 23
     torch.manual_seed(12345)  # resuming must not depend on the caller's RNG state
-    resumed = pretrain(config, MODEL, *args, tmp_path / "split")
+    resumed = pretrain(config, MODEL, *args, tmp_path / "split", split_lines.append)
+    # the progress lines (mean training loss since the previous line) continue as if never stopped,
+    # also the first line after the resume, whose interval straddles the interruption
+    split_lines.remove(f"pretrain: resuming at step 23/{whole.steps}")
+    assert split_lines == whole_lines and len(whole_lines) > 10
+    assert not any(line.startswith("pretrain: step 23/") for line in whole_lines)
     assert resumed.completed and resumed.steps == whole.steps
     a, b = read_checkpoint(whole.checkpoint)["model"], read_checkpoint(resumed.checkpoint)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

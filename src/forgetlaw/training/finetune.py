@@ -51,7 +51,9 @@ class FinetuneConfig:
     eval_every_epochs: float = 1.0
     min_eval_interval_steps: int = 8  # evaluate no more often than this
     max_eval_interval_steps: int = 500  # ...and at least this often
-    pretrain_eval_every: int = 2  # L_pt at every improvement of the target loss, and every k-th eval
+    # L_pt on the curve every k-th evaluation (and at the start and the end); at the best target
+    # step it is always read, from a copy of the weights kept at that step (see docs)
+    pretrain_eval_every: int = 2
     patience: int = 5  # evaluations without improvement of the target loss
     max_epochs: float = 20.0
     weight_decay: float = 0.1
@@ -170,6 +172,9 @@ class RunTracker:
         self.since_best = 0
         self.best: dict | None = None
         self.stop_reason: str | None = None
+        # True right after an evaluation improved the target loss without evaluating L_pt: the
+        # caller then keeps a copy of the weights, and evaluates L_pt on it once the run stops.
+        self.keep_best_weights = False
         self.loss_sum = 0.0
         self.loss_count = 0
         self.eval_s = 0.0
@@ -220,12 +225,28 @@ class RunTracker:
         self.curve.append(row)
         if improved:
             self.best = row
-        # L_pt is read at the best step and wanted at the end; every k-th eval feeds the plots.
-        return improved or self.stop_reason is not None or self.evals % self.config.pretrain_eval_every == 0
+        # L_pt before training (pretrain_loss_before), at the end (final_pretrain_loss), and every
+        # k-th evaluation for the curve. At an improvement it is deferred: most improvements are
+        # overtaken by the next, so evaluating L_pt at each (as before) was mostly wasted.
+        pretrain_now = initial or self.stop_reason is not None or self.evals % self.config.pretrain_eval_every == 0
+        self.keep_best_weights = improved and not pretrain_now
+        return pretrain_now
 
     def record_pretrain(self, pretrain_val: float) -> None:
         check_finite(pretrain_val, "pretraining validation loss", self.step)
         self.curve[-1]["pretrain_val_loss"] = pretrain_val
+
+    @property
+    def best_pretrain_pending(self) -> bool:
+        """The run has stopped and its best step's L_pt is still to be evaluated, on the weights
+        kept at that step (then pass it to record_best_pretrain)."""
+        return self.done and math.isnan(self.best["pretrain_val_loss"])
+
+    def record_best_pretrain(self, pretrain_val: float) -> None:
+        """L_pt of the weights kept at the best target step: the reading's `pretrain_loss`, and the
+        value that row of the curve would have had if evaluated then (the same weights and windows)."""
+        check_finite(pretrain_val, "pretraining validation loss", self.best["step"])
+        self.best["pretrain_val_loss"] = pretrain_val
 
     @property
     def done(self) -> bool:
@@ -284,9 +305,19 @@ def finetune(
         tracker.eval_s += time.perf_counter() - started
         return value
 
+    best_weights: dict[str, torch.Tensor] = {}  # a copy at the best target step, on the device
+
     def record() -> None:
         if tracker.record_target(run_eval(tracker.target_windows)):
             tracker.record_pretrain(run_eval(tracker.pretrain_windows))
+        if tracker.keep_best_weights:
+            started = time.perf_counter()
+            best_weights.clear()
+            best_weights.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+            tracker.eval_s += time.perf_counter() - started
+        if tracker.best_pretrain_pending:
+            model.load_state_dict(best_weights)  # the run is over: its weights are not needed
+            tracker.record_best_pretrain(run_eval(tracker.pretrain_windows))
 
     record()
     model.train()

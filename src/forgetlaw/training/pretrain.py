@@ -137,6 +137,9 @@ def pretrain(
     stream = PretrainStream(train_tokens, config.seq_len, config.batch_size, config.seed)
 
     start_step, wall_before = 0, 0.0
+    # Training losses are summed on the device (float64) and read at each progress line: no host
+    # sync per step, and a NaN at any step is caught at the next line.
+    loss_sum, loss_count = torch.zeros((), dtype=torch.float64, device=device), 0
     if path.exists():
         saved = read_checkpoint(path)
         stored = {k: saved.get(k) for k in run_identity}
@@ -152,6 +155,8 @@ def pretrain(
         _set_rng_state(saved["rng"])
         start_step, wall_before = saved["step"], saved["wall_s"]
         init_loss = saved["init_loss"]
+        # the training-loss sum since the last progress line, so a resumed run logs the same means
+        loss_sum, loss_count = saved.get("loss_sum", loss_sum).to(device), saved.get("loss_count", 0)
         if progress:
             progress(f"pretrain: resuming at step {start_step}/{total_steps}")
     else:
@@ -167,6 +172,7 @@ def pretrain(
             **run_identity, "model": model.state_dict(),
             "optimizer": None if done else optimizer.state_dict(),
             "rng": _rng_state(), "step": step, "done": done, "init_loss": init_loss,
+            "loss_sum": loss_sum.cpu(), "loss_count": loss_count,
             "wall_s": wall_before + time.perf_counter() - started, "tokens_seen": step * tokens_per_step,
             "provenance": provenance(run_identity, config.seed, data_manifest_hash), **(extra or {}),
         })
@@ -185,8 +191,12 @@ def pretrain(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        loss_sum += loss.detach()
+        loss_count += 1
         if step % log_every == 0 or step == total_steps:
-            value = loss.item()
+            value = loss_sum.item() / loss_count  # mean training loss since the last line
+            loss_sum.zero_()
+            loss_count = 0
             check_finite(value, "pretraining loss", step)
             if progress:
                 progress(f"pretrain: step {step}/{total_steps} loss {value:.4f} lr {lr:.2e}")

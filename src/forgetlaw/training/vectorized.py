@@ -148,28 +148,35 @@ def finetune_many(
         return losses.sum(1) if reduction == "sum" else losses.mean(1)
 
     @torch.no_grad()
-    def evaluate_runs(active_rows: list[int], windows: np.ndarray) -> tuple[list[float], float]:
-        """Mean loss of the runs at active_rows (positions in the stack) on shared windows."""
+    def evaluate_stacked(params: dict[str, torch.Tensor], windows: np.ndarray) -> tuple[list[float], float]:
+        """Mean loss of each run in the stacked params [K', ...] on shared windows."""
         started = time.perf_counter()
-        index = torch.tensor(active_rows, device=device)
-        params = {n: optimizer.params[n].detach()[index] for n in names}
-        total = torch.zeros(len(active_rows), device=device, dtype=torch.float64)
+        runs = next(iter(params.values())).shape[0]
+        total = torch.zeros(runs, device=device, dtype=torch.float64)
         count = 0
         with autocast:
             for start in range(0, len(windows), eval_batch_size):
                 chunk = torch.from_numpy(windows[start : start + eval_batch_size]).to(device)
-                shared = chunk.unsqueeze(0).expand(len(active_rows), *chunk.shape)
+                shared = chunk.unsqueeze(0).expand(runs, *chunk.shape)
                 total += run_losses(params, shared, "sum").double()
                 count += chunk[:, 1:].numel()
         values = (total / count).tolist()
         elapsed = time.perf_counter() - started
         return values, elapsed
 
+    def evaluate_runs(active_rows: list[int], windows: np.ndarray) -> tuple[list[float], float]:
+        """Mean loss of the runs at active_rows (positions in the stack) on shared windows."""
+        index = torch.tensor(active_rows, device=device)
+        return evaluate_stacked({n: optimizer.params[n].detach()[index] for n in names}, windows)
+
     active = list(range(K))  # tracker index of each row of the stack
+    best_weights: dict[int, dict[str, torch.Tensor]] = {}  # tracker index -> a copy at its best step
 
     def evaluate_and_record(rows: list[int]) -> None:
-        """Evaluate the target loss of the runs at these stack rows, then L_pt where a run needs it."""
+        """Evaluate the target loss of the runs at these stack rows, then L_pt where a run needs it:
+        on the current weights, or (once a run stops) on the copy kept at its best target step."""
         target_windows = trackers[active[rows[0]]].target_windows  # shared: same domain_val and config
+        pretrain_windows = trackers[active[rows[0]]].pretrain_windows
         values, elapsed = evaluate_runs(rows, target_windows)
         needed: list[int] = []
         for row, value in zip(rows, values, strict=True):
@@ -178,11 +185,27 @@ def finetune_many(
             if tracker.record_target(value):
                 needed.append(row)
         if needed:
-            pt_values, pt_elapsed = evaluate_runs(needed, trackers[active[needed[0]]].pretrain_windows)
+            pt_values, pt_elapsed = evaluate_runs(needed, pretrain_windows)
             for row, value in zip(needed, pt_values, strict=True):
                 tracker = trackers[active[row]]
                 tracker.eval_s += pt_elapsed / len(needed)
                 tracker.record_pretrain(value)
+        for row in rows:
+            tracker = trackers[active[row]]
+            if tracker.keep_best_weights:
+                started = time.perf_counter()
+                best_weights[active[row]] = {n: optimizer.params[n].detach()[row].clone() for n in names}
+                tracker.eval_s += time.perf_counter() - started
+        pending = [active[row] for row in rows if trackers[active[row]].best_pretrain_pending]
+        if pending:
+            kept = {n: torch.stack([best_weights[i][n] for i in pending]) for n in names}
+            best_values, best_elapsed = evaluate_stacked(kept, pretrain_windows)
+            for i, value in zip(pending, best_values, strict=True):
+                trackers[i].eval_s += best_elapsed / len(pending)
+                trackers[i].record_best_pretrain(value)
+        for row in rows:
+            if trackers[active[row]].done:
+                best_weights.pop(active[row], None)
 
     evaluate_and_record(list(range(K)))
     while active:
@@ -197,7 +220,9 @@ def finetune_many(
         optimizer.step(lr)
         for p in params.values():
             p.grad = None
-        due = [row for row, value in enumerate(losses.tolist()) if trackers[active[row]].after_step(value)]
+        # Each run's loss stays on the device until its next evaluation: no host sync per step.
+        step_losses = losses.detach().unbind()
+        due = [row for row, loss in enumerate(step_losses) if trackers[active[row]].after_step(loss)]
         if due:
             evaluate_and_record(due)
         finished = [row for row in range(len(active)) if trackers[active[row]].done]

@@ -1,0 +1,30 @@
+"""The GPU check script runs end to end (on the CPU, smallest shapes) and prints its JSON, so that a
+GPU is never spent on a script that fails."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu_smoke.py"
+
+
+def test_gpu_smoke_cpu_mode_prints_its_json():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--cpu-smoke", "--json"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert {"device", "torch", "peak_tflops", "cpu_smoke", "flop_formula", "pretrain", "vectorized",
+            "total_s"} <= set(result)
+    assert result["device"] == "cpu" and result["cpu_smoke"] is True
+    assert len(result["pretrain"]) == 2 and len(result["vectorized"]) == 1
+    for row in result["pretrain"]:
+        assert {"shape", "non_embedding_params", "tokens_per_s", "achieved_tflops", "mfu", "step_ms"} <= set(row)
+        assert row["tokens_per_s"] > 0 and 0 < row["mfu"] < 1
+    for row in result["vectorized"]:
+        assert {"shape", "runs", "steps_per_run", "sequential_s", "vectorized_s", "vectorized_ratio"} <= set(row)
+        assert row["runs"] == 2 and row["steps_per_run"] > 0
+        assert math.isfinite(row["vectorized_ratio"]) and row["vectorized_ratio"] > 0
