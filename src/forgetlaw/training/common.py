@@ -72,6 +72,32 @@ def evaluate(
     return total.item() / count
 
 
+def train_step(
+    forward: nn.Module,
+    parameters: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    windows: np.ndarray,
+    device: torch.device,
+    ctx,
+    lr: float,
+    grad_clip: float,
+) -> torch.Tensor:
+    """One optimizer step on a batch of token windows; returns the (detached) batch loss.
+
+    `forward` may be a compiled wrapper of the module that owns `parameters`.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    x, y = to_inputs(windows, device)
+    with ctx:
+        loss = lm_loss(forward(x), y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def check_finite(value: float, what: str, step: int) -> None:
     if not math.isfinite(value):
         raise TrainingDiverged(f"{what} is {value} at step {step}; lower the learning rate")

@@ -27,10 +27,9 @@ from forgetlaw.training.common import (
     check_finite,
     evaluate,
     finetune_lr,
-    lm_loss,
     make_adamw,
     resolve_device,
-    to_inputs,
+    train_step,
 )
 
 CURVE_KEYS = ("step", "tokens_seen", "epoch", "train_loss", "finetune_val_loss", "pretrain_val_loss")
@@ -321,16 +320,10 @@ def finetune(
 
     record()
     model.train()
+    parameters = list(model.parameters())
     while not tracker.done:
-        for group in optimizer.param_groups:
-            group["lr"] = tracker.lr()
-        x, y = to_inputs(tracker.next_batch(), device)
-        with ctx:
-            loss = lm_loss(model(x), y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = train_step(model, parameters, optimizer, tracker.next_batch(), device, ctx,
+                          tracker.lr(), config.grad_clip)
         if tracker.after_step(loss):
             record()
             if progress:

@@ -26,10 +26,9 @@ from forgetlaw.training.common import (
     autocast_context,
     check_finite,
     evaluate,
-    lm_loss,
     make_adamw,
     resolve_device,
-    to_inputs,
+    train_step,
     warmup_cosine,
 )
 
@@ -163,6 +162,7 @@ def pretrain(
         init_loss = evaluate(model, val_windows, device, config.precision)
 
     trained = torch.compile(model) if (config.compile and device.type == "cuda") else model
+    parameters = list(model.parameters())
     ctx = autocast_context(device, config.precision)
     started = time.perf_counter()
     log_every = max(1, total_steps // 20)
@@ -181,17 +181,10 @@ def pretrain(
     step = start_step
     while step < total_steps:
         lr = warmup_cosine(step, total_steps, warmup, config.lr, config.min_lr_frac)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = to_inputs(stream.batch(step), device)
-        with ctx:
-            loss = lm_loss(trained(x), y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = train_step(trained, parameters, optimizer, stream.batch(step), device, ctx, lr,
+                          config.grad_clip)
         step += 1
-        loss_sum += loss.detach()
+        loss_sum += loss
         loss_count += 1
         if step % log_every == 0 or step == total_steps:
             value = loss_sum.item() / loss_count  # mean training loss since the last line
