@@ -198,3 +198,13 @@ def test_plan_bad_input(table, tmp_path, capsys):
     code, out, err = run(["fit", table, "--law", "forgetting", "--save", not_a_fit], capsys)
     assert code == 2 and "not a forgetlaw fit file" in err
     assert not_a_fit.read_text() == '{"a": 1}'
+
+
+def test_renaming_onto_an_existing_column_is_one_line_exit_2(tmp_path, capsys):
+    table = tmp_path / "dup.csv"
+    pd.DataFrame({"model_size": [1e5, 2e5], "params": [1e5, 2e5], "unique_tokens": [1e3, 2e3],
+                  "injection": [0.0, 0.0], "pretrain_loss_before": [3.0, 2.9],
+                  "pretrain_loss": [3.5, 3.3]}).to_csv(table, index=False)
+    assert main(["fit", str(table), "--law", "forgetting", "--column", "model_size=params"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already has a column 'model_size'" in err[0]

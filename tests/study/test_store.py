@@ -64,3 +64,12 @@ def test_interrupted_and_failed_runs_go_back_to_pending(tmp_path):
     assert store.reset_failed() == 1
     store.mark_running(["b"], "v1")
     assert store.get_run("b")["attempts"] == 2 and store.get_run("b")["error"] is None
+
+
+def test_an_infinite_summary_value_is_recorded_not_a_crash(tmp_path):
+    store = ResultsStore(tmp_path / "r.sqlite")
+    store.add_runs([_run("a")])
+    store.mark_running(["a"], "v1")
+    store.record_done("a", {"finetune_loss": math.inf, "pretrain_loss": 3.0}, [])
+    assert store.get_run("a")["status"] == "done"
+    assert store.summary("a")["pretrain_loss"] == 3.0

@@ -214,7 +214,7 @@ def fit(
         raise UserError(f"--bootstrap {bootstrap}: the number of resamples must be >= 0")
     if not 0 < ci_level < 1:
         raise UserError(f"ci_level {ci_level} must be in (0, 1), e.g. 0.95")
-    if huber_delta <= 0:
+    if not huber_delta > 0:  # also rejects NaN
         raise UserError(f"huber_delta {huber_delta} must be > 0, e.g. 1e-3")
     holdout = parse_holdout(holdout)
     table = check_table(df, law, by_cols)

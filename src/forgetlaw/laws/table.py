@@ -52,6 +52,10 @@ def read_table(path: str | Path, renames: dict[str, str] | None = None) -> pd.Da
         if missing:
             raise UserError(f"--column names {missing[0]!r}, which is not a column of {path.name}; "
                             f"columns are: {', '.join(map(str, df.columns))}")
+        clash = [new for old, new in renames.items() if new in df.columns and new != old]
+        if clash:
+            raise UserError(f"--column {clash[0]}=...: {path.name} already has a column {clash[0]!r}; "
+                            "rename or drop that column first, or map a different name")
         df = df.rename(columns=renames)
     return df
 

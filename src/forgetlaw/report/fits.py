@@ -55,26 +55,8 @@ class StudyFits:
     saver: Callable[[Path], Path] | None = None
 
 
-def mre(observed, predicted) -> float:
-    observed = np.asarray(observed, float)
-    predicted = np.asarray(predicted, float)
-    return float(np.mean(np.abs(predicted - observed) / np.abs(observed)))
-
-
-def laws_available() -> bool:
-    try:
-        import forgetlaw.laws  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def fit_study(results: pd.DataFrame, bootstrap: int = 200, holdout: str = "largest-model",
-              laws: dict[str, str] | None = None) -> StudyFits:
+def fit_study(results: pd.DataFrame, bootstrap: int = 200, laws: dict[str, str] | None = None) -> StudyFits:
     """Fit the report's laws per domain with `forgetlaw.laws`, the largest model held out."""
-    if not laws_available():
-        return StudyFits([], note="Fits skipped: the law engine (forgetlaw.laws) is not installed.")
-    from forgetlaw.report import lawbridge
+    from forgetlaw.report import lawbridge  # lawbridge imports this module's types
 
-    return lawbridge.fit_study(results, bootstrap=bootstrap, holdout=holdout,
-                               laws=laws or REPORT_LAWS)
+    return lawbridge.fit_study(results, bootstrap=bootstrap, laws=laws or REPORT_LAWS)

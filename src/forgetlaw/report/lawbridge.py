@@ -1,4 +1,4 @@
-"""Fits for the report made with `forgetlaw.laws` (imported only when the law engine is installed).
+"""Fits for the report made with `forgetlaw.laws`.
 
 Per law, two fits per domain, both from `forgetlaw.laws.fit` (all domains solved in one batch):
 - the full fit on every run, bootstrapped: its coefficients, CIs and in-sample MRE are reported, and
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from forgetlaw.errors import UserError
-from forgetlaw.laws import fit, get_law, save_fit
+from forgetlaw.laws import fit, get_law, plan_injection, save_fit
 from forgetlaw.report.fits import GroupFit, StudyFits
 
 
@@ -51,11 +51,6 @@ def fit_law(table: pd.DataFrame, law_name: str, bootstrap: int) -> tuple[list[Gr
 
 
 def _planner(report):
-    try:
-        from forgetlaw.laws import plan_injection
-    except ImportError:
-        return None
-
     def plan(domain, model_size, unique_tokens, max_forgetting, relative):
         result = plan_injection(report, model_size, unique_tokens, max_forgetting,
                                 relative=relative, domain=domain)
@@ -65,9 +60,7 @@ def _planner(report):
     return plan
 
 
-def fit_study(results: pd.DataFrame, bootstrap: int, holdout: str, laws: dict[str, str]) -> StudyFits:
-    if holdout != "largest-model":
-        raise UserError(f"holdout {holdout!r}: the report holds out the largest model only")
+def fit_study(results: pd.DataFrame, bootstrap: int, laws: dict[str, str]) -> StudyFits:
     table = results.reset_index(drop=True)
     views, notes, planner, reports = [], [], None, []
     if table.groupby("domain")["model_size"].nunique().min() == 2:

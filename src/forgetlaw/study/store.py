@@ -89,13 +89,16 @@ def _number(value: Any) -> Any:
 
 
 def _json(value: Any) -> str:
-    # NaN is not JSON; the store keeps it as null.
+    # NaN and +-inf are not JSON; the store keeps them as null (a run that reached an infinite
+    # validation loss must still be recorded, not crash the sweep).
     def clean(v: Any) -> Any:
         if isinstance(v, Mapping):
             return {str(k): clean(x) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
             return [clean(x) for x in v]
         v = _number(v)
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
         if isinstance(v, Path):
             return str(v)
         return v
