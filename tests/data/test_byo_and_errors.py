@@ -30,6 +30,17 @@ def test_saved_hf_dataset_as_domain_and_single_text_file(tmp_path, prose_dir):
     assert text.count("Question") == qa["splits"]["train"]["documents"]
 
 
+@pytest.mark.parametrize("domain", ["wikipedia", "manpages"])
+def test_source_dir_named_like_a_builtin_domain_replaces_that_domain(tmp_path, prose_dir, domain):
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(json.dumps({"text": f"My own document {i}: a harbour, a boat, a tide."}) + "\n"
+                            for i in range(30)))
+    store = build_data(small_config(tmp_path, prose_dir, domains=(domain,), source_dirs={domain: mine}))
+    corpus = store.manifest["corpora"][domain]
+    assert corpus["sources"][0]["manager"] == "local"
+    assert sum(s["documents"] for s in corpus["splits"].values()) == 30
+
+
 def test_saved_dataset_dict_uses_train_split_and_needs_text_column(tmp_path, prose_dir):
     datasets = pytest.importorskip("datasets")
     dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"body": ["x" * 40] * 3})})

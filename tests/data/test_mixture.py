@@ -86,6 +86,8 @@ def test_injection_count_exact_at_every_sequence(p):
     injected = np.cumsum(np.concatenate(flags))
     k = np.arange(1, len(injected) + 1)
     assert np.all(np.abs(injected - p * k) < 1.0)
+    # exactly the running floor, not merely within 1 (ceil or random rounding would fail this)
+    np.testing.assert_array_equal(injected, np.floor(p * k + 1e-9))
     assert stream.n_pretrain == injected[-1] and stream.n_target == len(k) - injected[-1]
 
 

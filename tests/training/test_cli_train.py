@@ -45,3 +45,39 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "--domain-train-tokens" in err[0]
     code = main(["pretrain", "--shape", "d7", "--out", str(tmp_path)])
     assert code == 2 and "d7" in capsys.readouterr().err
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("forgetlaw: error:"), err
+    return err[0]
+
+
+def test_bad_paths_and_token_files_fail_before_training(tmp_path, capsys):
+    tokens = synthetic_text(8_000, 0, 1, 32, word_seed=100)
+    tokens.tofile(tmp_path / "pt.bin")
+    (tmp_path / "odd.bin").write_bytes(b"\x01\x02\x03")
+    (tmp_path / "not-a-folder").write_text("x")
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    pretrain = ["pretrain", "--shape", "d48", "--train-tokens", str(tmp_path / "pt.bin"),
+                "--val-tokens", str(tmp_path / "pt.bin"), "--tokens-per-param", "0.1", "--seq-len", "32",
+                "--eval-tokens", "256", "--device", "cpu", "--quiet"]
+    # an out folder that is a file: refused at once, not after training at the final save
+    assert main([*pretrain, "--vocab-size", "64", "--out", str(tmp_path / "not-a-folder")]) == 2
+    assert "is a file" in _one_line_error(capsys)
+    # a vocabulary smaller than the data's ids
+    assert main([*pretrain, "--vocab-size", "16", "--out", str(tmp_path / "base")]) == 2
+    assert "vocab_size is 16" in _one_line_error(capsys)
+    # a token file that is not a whole number of uint16 tokens
+    assert main([*pretrain[:4], str(tmp_path / "odd.bin"), *pretrain[5:], "--vocab-size", "64",
+                 "--out", str(tmp_path / "b2")]) == 2
+    assert "3 bytes" in _one_line_error(capsys)
+    finetune = ["finetune", "--domain-train-tokens", str(tmp_path / "pt.bin"),
+                "--domain-val-tokens", str(tmp_path / "pt.bin"), "--pretrain-train-tokens", str(tmp_path / "pt.bin"),
+                "--pretrain-val-tokens", str(tmp_path / "pt.bin"), "--unique-tokens", "1000", "--quiet"]
+    # a base that is not a checkpoint
+    assert main([*finetune, "--base", str(tmp_path / "notes.pt")]) == 2
+    assert "not a forgetlaw checkpoint" in _one_line_error(capsys)
+    # --out that is a folder: refused before the run, whose results would otherwise be lost
+    assert main([*finetune, "--base", str(tmp_path / "notes.pt"), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in _one_line_error(capsys)

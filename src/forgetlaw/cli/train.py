@@ -45,7 +45,7 @@ def register(subparsers) -> None:
     _add_token_sources(ft, ("domain-train", "domain-val", "pretrain-train", "pretrain-val"))
     ft.add_argument("--unique-tokens", type=int, required=True, help="D, unique target tokens")
     ft.add_argument("--injection", type=float, default=0.0, help="p, fraction of pretraining sequences")
-    ft.add_argument("--lr", type=float, default=None, help="default: the base's pretraining peak LR")
+    ft.add_argument("--lr", type=float, default=None, help="default: the LR the base's pretraining ended at (peak x min_lr_frac)")
     ft.add_argument("--schedule", default="constant", choices=("constant", "cosine", "linear"))
     ft.add_argument("--warmup-steps", type=int, default=5)
     ft.add_argument("--batch-size", type=int, default=8)
@@ -71,8 +71,13 @@ def _add_token_sources(parser: argparse.ArgumentParser, names: tuple[str, ...]) 
 def _token_file(path: Path | None, dtype: str, flag: str) -> np.ndarray:
     if path is None:
         raise UserError(f"{flag} is required without --data; pass a token file or a data build folder")
-    if not path.exists():
-        raise UserError(f"{flag} {path} does not exist")
+    if not path.is_file():
+        raise UserError(f"{flag} {path} does not exist or is not a file")
+    itemsize = np.dtype(dtype).itemsize
+    size = path.stat().st_size
+    if size == 0 or size % itemsize:
+        raise UserError(f"{flag} {path} holds {size} bytes, not a whole number of {dtype} tokens; "
+                        "pass a token file written as a flat array, or set --dtype")
     return np.memmap(path, dtype=dtype, mode="r")
 
 
@@ -112,6 +117,8 @@ def cmd_pretrain(args) -> int:
 def cmd_finetune(args) -> int:
     from forgetlaw.training import FinetuneConfig, finetune
 
+    if args.out and args.out.is_dir():  # checked before training, so a finished run is never lost
+        raise UserError(f"--out {args.out} is a folder; give a file path for the run's JSON")
     if args.data:
         from forgetlaw.data import open_data
 

@@ -76,6 +76,7 @@ def split(documents: list[str], val_fraction: float, seed: int) -> tuple[list[st
     # Small corpora (a capped domain of a hundred long files) would get one or two validation
     # documents, too few for a stable loss: take at least MIN_VAL_DOCUMENTS, never over a quarter.
     n_val = max(n_val, min(MIN_VAL_DOCUMENTS, len(keyed) // 4), 1 if len(keyed) >= 2 else 0)
+    n_val = min(n_val, max(len(keyed) - 1, 0))  # and never every document: train keeps one
     val = [t for _, t in keyed[:n_val]]
     train = [t for _, t in keyed[n_val:]]
     return in_seeded_order(train, seed), in_seeded_order(val, seed)

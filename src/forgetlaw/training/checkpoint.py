@@ -26,7 +26,10 @@ def read_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise UserError(f"checkpoint {path} does not exist; pretrain first or pass the right path")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a text file, a truncated save, another framework's pickle: the user's file
+        payload = None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a forgetlaw checkpoint; pass the checkpoint.pt that pretrain wrote")
     return payload

@@ -75,6 +75,8 @@ class FinetuneConfig:
                 raise UserError(f"FinetuneConfig.{name} must be positive; got {getattr(self, name)}")
         if self.lr is not None and not self.lr > 0:
             raise UserError(f"FinetuneConfig.lr must be positive (or None for the final pretraining LR); got {self.lr}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise UserError(f"FinetuneConfig.precision must be auto, fp32 or bf16; got '{self.precision}'")
         if self.schedule not in ("constant", "cosine", "linear"):
             raise UserError(f"FinetuneConfig.schedule must be constant, cosine or linear; got '{self.schedule}'")
         if self.min_eval_interval_steps > self.max_eval_interval_steps:
@@ -126,6 +128,7 @@ def _check_vocab(tracker: RunTracker, model: nn.Module, d_limited: np.ndarray) -
     """Token ids beyond the model's vocabulary: a tokenizer mismatch, said plainly (checked on the
     D tokens and the validation windows; the pretraining train split may be too large to scan)."""
     vocab = getattr(getattr(model, "config", None), "vocab_size", None) or getattr(model, "vocab_size", None)
+    tracker.vocab_size = vocab
     if vocab is None:
         return
     for name, tokens in (("the domain's D tokens", d_limited), ("the domain val windows", tracker.target_windows),
@@ -153,6 +156,7 @@ class RunTracker:
     def __init__(self, config: FinetuneConfig, domain_train, domain_val, pretrain_train, pretrain_val,
                  peak_lr: float):
         self.config = config
+        self.vocab_size: int | None = None  # set by _check_vocab once the model is known
         d_limited = limit_unique_tokens(domain_train, config.unique_tokens, config.domain)
         self.d_limited = d_limited
         self.stream = InjectionStream(
@@ -184,7 +188,13 @@ class RunTracker:
         return finetune_lr(self.step, c.schedule, self.peak_lr, c.warmup_steps, self.planned_steps, c.min_lr_frac)
 
     def next_batch(self) -> np.ndarray:
-        return self.stream.next_batch().tokens
+        tokens = self.stream.next_batch().tokens
+        # The pretraining train split is too large to scan up front: each batch is checked (cheap).
+        if self.vocab_size is not None and tokens.max() >= self.vocab_size:
+            raise UserError(
+                f"the training batch holds token id {int(tokens.max())} but the model's vocabulary has "
+                f"{self.vocab_size} entries; tokenize the pretraining data with the model's tokenizer")
+        return tokens
 
     def after_step(self, loss: float | torch.Tensor) -> bool:
         """Account one optimizer step; True when an evaluation is due now.

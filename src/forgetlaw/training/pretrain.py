@@ -120,12 +120,20 @@ def pretrain(
         raise UserError(
             f"PretrainConfig.seq_len={config.seq_len} exceeds the model's seq_len={model_config.seq_len}"
         )
+    if out_dir.exists() and not out_dir.is_dir():  # found now, not at the final save after training
+        raise UserError(f"out_dir {out_dir} is a file; give a folder for the run")
     device = resolve_device(config.device)
     total_steps = config.total_steps(model_config)
     warmup = min(total_steps, max(config.min_warmup_steps, round(config.warmup_frac * total_steps)))
     tokens_per_step = config.batch_size * config.seq_len
+    largest = max(int(np.max(train_tokens)), int(np.max(val_tokens)))
+    if largest >= model_config.vocab_size:
+        raise UserError(f"the pretraining data hold token id {largest} but the model's vocab_size is "
+                        f"{model_config.vocab_size}; raise vocab_size or tokenize with the model's tokenizer")
     run_identity = {
         "pretrain_config": dataclasses.asdict(config), "model_config": dataclasses.asdict(model_config),
+        "data": {"manifest_hash": data_manifest_hash, "train_tokens": len(train_tokens),
+                 "val_tokens": len(val_tokens)},
     }
 
     # Everything random happens after this seed, in the same order on a fresh start and a resume.
@@ -141,9 +149,7 @@ def pretrain(
     loss_sum, loss_count = torch.zeros((), dtype=torch.float64, device=device), 0
     if path.exists():
         saved = read_checkpoint(path)
-        stored = {k: saved.get(k) for k in run_identity}
-        stored["pretrain_config"]["betas"] = tuple(stored["pretrain_config"]["betas"])
-        if stored != run_identity:
+        if not _same_run(saved, run_identity):
             raise UserError(
                 f"{out_dir} holds a pretraining run with another config; use a fresh out_dir or delete it"
             )
@@ -219,3 +225,23 @@ def _result(path: Path, saved: dict, model_config: GPTConfig, completed: bool = 
         total_params=total_params(model_config), tokens_seen=int(saved["tokens_seen"]),
         wall_s=float(saved["wall_s"]), steps=int(saved["step"]), completed=completed,
     )
+
+
+# How a run is executed, not what it computes: a resume may change these.
+_EXECUTION_FIELDS = ("device", "compile", "checkpoint_every")
+
+
+def _identity_key(identity: dict) -> dict:
+    config = {k: v for k, v in identity["pretrain_config"].items() if k not in _EXECUTION_FIELDS}
+    config["betas"] = tuple(config["betas"])
+    return {"pretrain_config": config, "model_config": identity["model_config"],
+            "data": identity.get("data")}
+
+
+def _same_run(saved: dict, current: dict) -> bool:
+    """Whether a checkpoint belongs to this run: same config and model, and the same data where the
+    checkpoint recorded it (checkpoints written before the data was recorded have none)."""
+    stored, wanted = _identity_key(saved), _identity_key(current)
+    if stored["data"] is None:
+        wanted["data"] = None
+    return stored == wanted

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from forgetlaw.errors import UserError
 from forgetlaw.models.gpt import GPT
 from forgetlaw.models.stacked import stack_parameters, stacked_forward
-from forgetlaw.training.common import decay_mask, resolve_device
+from forgetlaw.training.common import autocast_context, decay_mask, resolve_device
 from forgetlaw.training.finetune import (
     FinetuneConfig,
     FinetuneResult,
@@ -122,10 +122,7 @@ def finetune_many(
 
     first = configs[0]
     device = resolve_device(first.device)
-    if first.precision == "bf16" or (first.precision == "auto" and device.type == "cuda"):
-        autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    else:
-        autocast = torch.autocast(device_type=device.type, enabled=False)
+    autocast = autocast_context(device, first.precision)
     model = base.model.to(device)
     _check_seq_len(first, model)
     peak = _peak_lr(first, base)
