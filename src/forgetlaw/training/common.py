@@ -140,13 +140,11 @@ def finetune_lr(
 ) -> float:
     """Finetuning LR: linear warmup, then constant (default), cosine or linear decay over the planned
     steps (the max_epochs budget)."""
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
+    if step < warmup_steps or schedule == "cosine":
+        return warmup_cosine(step, planned_steps, warmup_steps, peak, min_frac)
     if schedule == "constant":
         return peak
     progress = min(1.0, (step - warmup_steps) / max(1, planned_steps - warmup_steps))
-    if schedule == "cosine":
-        return peak * (min_frac + (1.0 - min_frac) * 0.5 * (1.0 + math.cos(math.pi * progress)))
     if schedule == "linear":
         return peak * (1.0 - (1.0 - min_frac) * progress)
     raise UserError(f"schedule must be 'constant', 'cosine' or 'linear'; got '{schedule}'")
