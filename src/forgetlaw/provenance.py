@@ -69,6 +69,33 @@ def code_version() -> str:
     return f"{__version__}+g{sha}{'-dirty' if dirty else ''}" if sha else __version__
 
 
+# Field metadata that decides what a run key covers (see `keyed_fields`).
+KEY = "key"
+NEVER = "never"  # how a run is executed, not what it computes (device placement, checkpoint timing)
+IF_SET = "if-set"  # an option added after keys were fixed: in the key only when not at its default
+
+
+def keyed_fields(config: Any) -> dict[str, Any]:
+    """A config dataclass as the dict a run key hashes: `asdict`, minus the fields whose metadata
+    says `key: never`, minus those with `key: if-set` that hold their default. So adding an option to
+    a training config leaves the keys of every run that does not use it as they were (finished runs
+    are not redone), while a run that sets it gets a key of its own."""
+    out = dataclasses.asdict(config)
+    for f in dataclasses.fields(config):
+        rule = f.metadata.get(KEY)
+        if rule == NEVER or (rule == IF_SET and out[f.name] == _default_of(f)):
+            del out[f.name]
+    return out
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
 def provenance(config: Any = None, seed: int | None = None, data_manifest_hash: str | None = None) -> dict:
     """The provenance block stored with every result and report."""
     block: dict[str, Any] = {"code_version": code_version()}

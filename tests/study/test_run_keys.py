@@ -30,3 +30,18 @@ def test_keys_of_an_unchanged_spec_do_not_move():
     keys = [run.key for run in plan_study(spec_from_dict(QUICK), 512, "manifest-0")]
     assert len(keys) == 26
     assert hashlib.sha256(",".join(keys).encode()).hexdigest() == GOLDEN
+
+
+def test_new_options_enter_the_key_only_when_set():
+    import dataclasses
+
+    from forgetlaw.provenance import IF_SET, KEY, NEVER, keyed_fields
+
+    @dataclasses.dataclass
+    class Config:
+        lr: float = 1e-3
+        added: int | None = dataclasses.field(default=None, metadata={KEY: IF_SET})
+        timing: float = dataclasses.field(default=60.0, metadata={KEY: NEVER})
+
+    assert keyed_fields(Config()) == {"lr": 1e-3}
+    assert keyed_fields(Config(added=4, timing=5.0)) == {"lr": 1e-3, "added": 4}

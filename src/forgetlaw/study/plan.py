@@ -39,10 +39,12 @@ class PlannedRun:
 
 def _full_config(kind: str, values: dict[str, Any]) -> dict[str, Any]:
     """The training stage's config with its defaults filled in, so the run key covers every setting
-    (a changed training default then gives new keys instead of silently mixing results). Building the
-    dataclass also validates the values before any run starts."""
+    (a changed training default then gives new keys instead of silently mixing results), less the
+    fields `keyed_fields` leaves out. Building the dataclass also validates the values before any
+    run starts."""
     import dataclasses
 
+    from forgetlaw.provenance import keyed_fields
     from forgetlaw.training import FinetuneConfig, PretrainConfig
 
     cls = PretrainConfig if kind == "pretrain" else FinetuneConfig
@@ -50,7 +52,7 @@ def _full_config(kind: str, values: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(values) - names)
     if unknown:
         raise UserError(f"{kind}: settings {unknown} are not known to forgetlaw.training.{cls.__name__}")
-    return dataclasses.asdict(cls(**values))
+    return keyed_fields(cls(**values))
 
 
 def resolve_shapes(spec: StudySpec) -> list[ShapeSpec]:

@@ -20,7 +20,7 @@ import torch
 from forgetlaw.data.mixture import PretrainStream, validation_windows
 from forgetlaw.errors import UserError
 from forgetlaw.models.gpt import GPT, GPTConfig, non_embedding_params, total_params
-from forgetlaw.provenance import provenance
+from forgetlaw.provenance import keyed_fields, provenance
 from forgetlaw.training.checkpoint import read_checkpoint, save_checkpoint
 from forgetlaw.training.common import (
     autocast_context,
@@ -131,7 +131,7 @@ def pretrain(
         raise UserError(f"the pretraining data hold token id {largest} but the model's vocab_size is "
                         f"{model_config.vocab_size}; raise vocab_size or tokenize with the model's tokenizer")
     run_identity = {
-        "pretrain_config": dataclasses.asdict(config), "model_config": dataclasses.asdict(model_config),
+        "pretrain_config": keyed_fields(config), "model_config": dataclasses.asdict(model_config),
         "data": {"manifest_hash": data_manifest_hash, "train_tokens": len(train_tokens),
                  "val_tokens": len(val_tokens)},
     }
@@ -227,7 +227,8 @@ def _result(path: Path, saved: dict, model_config: GPTConfig, completed: bool = 
     )
 
 
-# How a run is executed, not what it computes: a resume may change these.
+# How a run is executed, not what it computes: a resume may change these (they predate the
+# `key: never` field metadata, and stay in the study's run keys so that old keys do not move).
 _EXECUTION_FIELDS = ("device", "compile", "checkpoint_every")
 
 
