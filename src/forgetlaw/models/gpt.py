@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from forgetlaw.errors import UserError
 
@@ -114,6 +115,8 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
+        # Recompute each block's activations in the backward pass (a training setting, not a shape).
+        self.activation_checkpointing = False
         self.apply(self._init_weights)
         # GPT-2: scale the residual projections so the residual stream's variance does not grow
         # with depth.
@@ -134,6 +137,10 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {T} tokens is longer than the model's seq_len {self.config.seq_len}")
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return self.lm_head(self.ln_f(x))
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        self.activation_checkpointing = bool(enabled)

@@ -41,22 +41,59 @@ class ShapeSpec(_Strict):
         return self
 
 
+class PretrainedModelSpec(_Strict):
+    """One pretrained model of a ladder (`forgetlaw.models.pretrained.ModelSource`): a local
+    save_pretrained folder (`path`), a GGUF file in a folder (`path` + `gguf_file`), or a hub id
+    (`hub` + `revision`, needs the network). No pretraining stage runs for it."""
+
+    name: str
+    path: Path | None = None
+    gguf_file: str | None = None
+    hub: str | None = None
+    revision: str | None = None
+    # The model's finetuning LR; None: finetune.lr, else what the folder records (forgetlaw exports).
+    lr: float | None = Field(default=None, gt=0)
+    # Never run code shipped with a model unless asked.
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _one_location(self) -> PretrainedModelSpec:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of 'path' (a local folder) or 'hub' (a hub id)")
+        if self.hub is not None and self.gguf_file is not None:
+            raise ValueError("gguf_file goes with a local path, not with hub")
+        if self.path is not None and self.revision is not None:
+            raise ValueError("revision goes with hub, not with a local path")
+        return self
+
+
 class LadderSpec(_Strict):
-    """Either a named ladder of `forgetlaw.models` or explicit shapes; `sizes` keeps a subset by name."""
+    """A named ladder of `forgetlaw.models`, explicit shapes (both pretrained by forgetlaw), or
+    pretrained models; `sizes` keeps a subset by name."""
 
     preset: str | None = None
     shapes: list[ShapeSpec] | None = None
+    models: list[PretrainedModelSpec] | None = None
     sizes: list[str] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> LadderSpec:
-        if (self.preset is None) == (self.shapes is None):
-            raise ValueError("give exactly one of 'preset' (a ladder name) or 'shapes' (a list)")
-        if self.shapes is not None:
-            names = [s.name for s in self.shapes]
+        given = [k for k in ("preset", "shapes", "models") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'preset' (a ladder name), 'shapes' (a list of shapes to "
+                             "pretrain) or 'models' (pretrained models)")
+        entries = self.shapes or self.models
+        if entries is not None:
+            names = [s.name for s in entries]
             if len(set(names)) != len(names):
-                raise ValueError(f"shape names must be unique, got {names}")
+                raise ValueError(f"names must be unique, got {names}")
+            if not names:
+                raise ValueError("the ladder is empty; list at least one model")
         return self
+
+    @property
+    def pretrained(self) -> bool:
+        return self.models is not None
 
 
 class CorpusFiles(_Strict):
@@ -87,6 +124,11 @@ class DataSpec(_Strict):
     cache_dir: Path | None = None
     tokenizer: Path | None = None  # a user's own HF tokenizer directory instead of training one
     token_files: TokenFilesSpec | None = None
+    # The corpus that plays the pretraining data, for injection and for L_pt: "generic" (the default
+    # for ladders forgetlaw pretrains, which train on it), a built domain such as "wikipedia" (the
+    # default for pretrained ladders, whose own pretraining data is mostly closed: docs/pretrained.md),
+    # or a name of your own text or hf: dataset in `source_dirs`.
+    pretrain_corpus: str | None = None
 
 
 class PretrainSpec(_Strict):
@@ -101,6 +143,9 @@ class PretrainSpec(_Strict):
     seed: int = 0
     # Steps between resumable checkpoints: a killed sweep loses at most this much pretraining.
     checkpoint_every: int = Field(default=500, gt=0)
+    # Memory (docs/training.md): gradient accumulation over micro-batches; recompute activations.
+    micro_batch_size: int | None = Field(default=None, gt=0)
+    activation_checkpointing: bool = False
 
 
 class FinetuneSpec(_Strict):
@@ -122,6 +167,10 @@ class FinetuneSpec(_Strict):
     min_lr_frac: float = Field(default=0.1, ge=0, le=1)
     weight_decay: float = Field(default=0.1, ge=0)
     grad_clip: float = Field(default=1.0, gt=0)
+    micro_batch_size: int | None = Field(default=None, gt=0)
+    activation_checkpointing: bool = False
+    # Pretrained (Hugging Face) models: the dtype of the weights AdamW updates (docs/training.md).
+    weights_dtype: Literal["float32", "bfloat16"] = "float32"
 
 
 class ReplicateSpec(_Strict):
@@ -209,13 +258,26 @@ class StudySpec(_Strict):
             missing = sorted(set(self.domains) - set(files.domains))
             if missing:
                 raise ValueError(f"data.token_files.domains lacks {missing}")
+        if self.pretrain_corpus in self.domains:
+            raise ValueError(f"data.pretrain_corpus '{self.pretrain_corpus}' is also a target domain; the "
+                             "pretraining stand-in must be another corpus")
         return self
+
+    @property
+    def pretrain_corpus(self) -> str:
+        """The corpus that plays the pretraining data (see DataSpec.pretrain_corpus)."""
+        if self.data.pretrain_corpus is not None:
+            return self.data.pretrain_corpus
+        return PRETRAINED_STANDIN if self.ladder.pretrained else "generic"
 
 
 # ---------------------------------------------------------------------------------------------------
 # Loading
 
-PRESETS = ("quick", "cpu", "cpu-full", "paper")
+PRESETS = ("quick", "cpu", "cpu-full", "paper", "smollm2", "pythia")
+# The default pretraining stand-in of pretrained ladders: broad natural-language text, the closest
+# offline corpus to the web text such models are trained on (docs/pretrained.md has the measurement).
+PRETRAINED_STANDIN = "wikipedia"
 
 
 def _error_line(exc: ValidationError, source: str) -> str:
@@ -258,8 +320,12 @@ def load_spec(path: str | Path) -> StudySpec:
 
 def _anchor_paths(spec: StudySpec, base: Path) -> StudySpec:
     def anchor(p: Path) -> Path:
+        p = p.expanduser()
         return p if p.is_absolute() else (base / p).resolve()
 
+    if spec.ladder.models is not None:
+        models = [m if m.path is None else m.model_copy(update={"path": anchor(m.path)}) for m in spec.ladder.models]
+        spec = spec.model_copy(update={"ladder": spec.ladder.model_copy(update={"models": models})})
     data = spec.data
     updates: dict[str, Any] = {"source_dirs": {k: anchor(v) for k, v in data.source_dirs.items()}}
     if data.token_files is not None:

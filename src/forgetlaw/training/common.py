@@ -26,11 +26,16 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def bf16_supported(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
 def autocast_context(device: torch.device, precision: str):
-    """bf16 autocast on CUDA; float32 on CPU (bf16 autocast measured 8-14x slower on this CPU)."""
+    """bf16 autocast on a CUDA device that supports it; float32 on CPU (bf16 autocast measured
+    8-14x slower on this CPU) and on older GPUs."""
     if precision not in ("auto", "fp32", "bf16"):
         raise UserError(f"precision must be 'auto', 'fp32' or 'bf16'; got '{precision}'")
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    use_bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(device))
     if use_bf16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -72,6 +77,24 @@ def evaluate(
     return total.item() / count
 
 
+def accumulate_gradients(forward: nn.Module, windows: np.ndarray, device: torch.device, ctx,
+                         micro_batch_size: int) -> torch.Tensor:
+    """Backward over the batch in micro-batches of `micro_batch_size` windows: each adds its summed
+    token losses / the batch's token count, so the gradient is the full batch's mean-loss gradient
+    (up to float rounding) at the activation memory of one micro-batch. Returns the batch's mean loss."""
+    n_tokens = windows.shape[0] * (windows.shape[1] - 1)
+    total = torch.zeros((), device=device)
+    for first in range(0, len(windows), micro_batch_size):
+        x, y = to_inputs(windows[first : first + micro_batch_size], device)
+        with ctx:
+            logits = forward(x)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                   reduction="sum") / n_tokens
+        loss.backward()
+        total += loss.detach()
+    return total
+
+
 def train_step(
     forward: nn.Module,
     parameters: list[nn.Parameter],
@@ -81,21 +104,37 @@ def train_step(
     ctx,
     lr: float,
     grad_clip: float,
+    micro_batch_size: int | None = None,
 ) -> torch.Tensor:
     """One optimizer step on a batch of token windows; returns the (detached) batch loss.
 
-    `forward` may be a compiled wrapper of the module that owns `parameters`.
+    `forward` may be a compiled wrapper of the module that owns `parameters`. With a
+    `micro_batch_size` below the batch, gradients are accumulated over micro-batches.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
-    x, y = to_inputs(windows, device)
-    with ctx:
-        loss = lm_loss(forward(x), y)
-    loss.backward()
+    if micro_batch_size is not None and micro_batch_size < len(windows):
+        loss = accumulate_gradients(forward, windows, device, ctx, micro_batch_size)
+    else:
+        x, y = to_inputs(windows, device)
+        with ctx:
+            loss = lm_loss(forward(x), y)
+        loss.backward()
     torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach()
+
+
+def set_activation_checkpointing(model: nn.Module, enabled: bool) -> None:
+    """Recompute activations in the backward pass (less memory, ~1/3 more compute)."""
+    setter = getattr(model, "set_activation_checkpointing", None)
+    if setter is None:
+        if enabled:
+            raise UserError(f"activation_checkpointing: {type(model).__name__} does not support it; "
+                            "use forgetlaw's GPT or a Hugging Face model, or turn it off")
+        return
+    setter(enabled)
 
 
 def check_finite(value: float, what: str, step: int) -> None:

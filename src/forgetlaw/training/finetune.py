@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from forgetlaw.data.mixture import InjectionStream, limit_unique_tokens, validation_windows
 from forgetlaw.errors import UserError
+from forgetlaw.provenance import IF_SET, KEY, NEVER
 from forgetlaw.training.checkpoint import load_model
 from forgetlaw.training.common import (
     autocast_context,
@@ -29,8 +30,11 @@ from forgetlaw.training.common import (
     finetune_lr,
     make_adamw,
     resolve_device,
+    set_activation_checkpointing,
     train_step,
 )
+
+WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 CURVE_KEYS = ("step", "tokens_seen", "epoch", "train_loss", "finetune_val_loss", "pretrain_val_loss")
 
@@ -61,6 +65,13 @@ class FinetuneConfig:
     device: str = "auto"
     precision: str = "auto"
     domain: str = ""  # only for messages
+    # Memory, not math (so not in the run key): gradient accumulation over micro-batches of this many
+    # sequences (None: the whole batch at once), and recomputing activations in the backward pass.
+    micro_batch_size: int | None = field(default=None, metadata={KEY: NEVER})
+    activation_checkpointing: bool = field(default=False, metadata={KEY: NEVER})
+    # The dtype of the weights AdamW updates: float32 master weights (bf16 autocast does the compute on
+    # CUDA), or bfloat16 to halve their memory (small updates then round away: docs/training.md).
+    weights_dtype: str = field(default="float32", metadata={KEY: IF_SET})
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.injection_fraction < 1.0:
@@ -81,6 +92,11 @@ class FinetuneConfig:
             raise UserError(f"FinetuneConfig.schedule must be constant, cosine or linear; got '{self.schedule}'")
         if self.min_eval_interval_steps > self.max_eval_interval_steps:
             raise UserError("FinetuneConfig.min_eval_interval_steps must not exceed max_eval_interval_steps")
+        if self.micro_batch_size is not None and not self.micro_batch_size > 0:
+            raise UserError(f"FinetuneConfig.micro_batch_size must be positive (or None); got {self.micro_batch_size}")
+        if self.weights_dtype not in WEIGHT_DTYPES:
+            raise UserError(f"FinetuneConfig.weights_dtype must be one of {', '.join(WEIGHT_DTYPES)}; "
+                            f"got '{self.weights_dtype}'")
 
 
 @dataclass
@@ -103,8 +119,11 @@ class Base:
     meta: dict = field(default_factory=dict)
 
 
-def load_base(base: Path | str | nn.Module) -> Base:
-    """A GPT checkpoint path, or any module mapping idx -> logits (deep-copied: the caller's stays)."""
+def load_base(base: Path | str | nn.Module | Base) -> Base:
+    """A GPT checkpoint path, any module mapping idx -> logits (deep-copied: the caller's stays), or
+    a `Base` (used as it is: the caller hands it over, e.g. a model loaded for this run alone)."""
+    if isinstance(base, Base):
+        return base
     if isinstance(base, nn.Module):
         return Base(copy.deepcopy(base), pretrain_lr=None)
     model, meta = load_model(Path(base))
@@ -300,7 +319,8 @@ def finetune(
     """One finetuning run: fresh AdamW from the base, injection at p, stop on patience or max_epochs."""
     base = load_base(base_checkpoint)
     device = resolve_device(config.device)
-    model = base.model.to(device)
+    model = base.model.to(device=device, dtype=WEIGHT_DTYPES[config.weights_dtype])
+    set_activation_checkpointing(model, config.activation_checkpointing)
     _check_seq_len(config, model)
     tracker = RunTracker(config, domain_train, domain_val, pretrain_train, pretrain_val, _peak_lr(config, base))
     _check_vocab(tracker, model, tracker.d_limited)
@@ -333,7 +353,7 @@ def finetune(
     parameters = list(model.parameters())
     while not tracker.done:
         loss = train_step(model, parameters, optimizer, tracker.next_batch(), device, ctx,
-                          tracker.lr(), config.grad_clip)
+                          tracker.lr(), config.grad_clip, config.micro_batch_size)
         if tracker.after_step(loss):
             record()
             if progress:

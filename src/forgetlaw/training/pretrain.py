@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 from forgetlaw.data.mixture import PretrainStream, validation_windows
 from forgetlaw.errors import UserError
 from forgetlaw.models.gpt import GPT, GPTConfig, non_embedding_params, total_params
-from forgetlaw.provenance import keyed_fields, provenance
+from forgetlaw.provenance import KEY, NEVER, keyed_fields, provenance
 from forgetlaw.training.checkpoint import read_checkpoint, save_checkpoint
 from forgetlaw.training.common import (
     autocast_context,
@@ -53,6 +53,9 @@ class PretrainConfig:
     compile: bool = False  # torch.compile, CUDA only
     checkpoint_every: int = 500  # steps
     betas: tuple[float, float] = (0.9, 0.95)
+    # Memory, not math (not in the run key): see FinetuneConfig.
+    micro_batch_size: int | None = field(default=None, metadata={KEY: NEVER})
+    activation_checkpointing: bool = field(default=False, metadata={KEY: NEVER})
 
     def __post_init__(self) -> None:
         positive = ("tokens_per_param", "batch_size", "seq_len", "lr", "eval_tokens", "checkpoint_every")
@@ -64,6 +67,8 @@ class PretrainConfig:
         if not 0 <= self.min_lr_frac <= 1:
             raise UserError(f"PretrainConfig.min_lr_frac must be in [0, 1]; got {self.min_lr_frac}")
         self.betas = tuple(self.betas)
+        if self.micro_batch_size is not None and not self.micro_batch_size > 0:
+            raise UserError(f"PretrainConfig.micro_batch_size must be positive (or None); got {self.micro_batch_size}")
 
     def total_steps(self, model_config: GPTConfig) -> int:
         tokens = self.tokens_per_param * non_embedding_params(model_config)
@@ -139,6 +144,7 @@ def pretrain(
     # Everything random happens after this seed, in the same order on a fresh start and a resume.
     torch.manual_seed(config.seed)
     model = GPT(model_config).to(device)
+    model.set_activation_checkpointing(config.activation_checkpointing)
     optimizer = make_adamw(model, config.lr, config.weight_decay, device, config.betas)
     val_windows = validation_windows(val_tokens, config.seq_len, config.eval_tokens)
     stream = PretrainStream(train_tokens, config.seq_len, config.batch_size, config.seed)
@@ -188,7 +194,7 @@ def pretrain(
     while step < total_steps:
         lr = warmup_cosine(step, total_steps, warmup, config.lr, config.min_lr_frac)
         loss = train_step(trained, parameters, optimizer, stream.batch(step), device, ctx, lr,
-                          config.grad_clip)
+                          config.grad_clip, config.micro_batch_size)
         step += 1
         loss_sum += loss
         loss_count += 1

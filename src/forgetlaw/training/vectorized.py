@@ -114,9 +114,11 @@ def finetune_many(
         return []
     _check_same_architecture_run(configs)
     base = load_base(base_checkpoint)
-    if not vectorized or not isinstance(base.model, GPT) or base.model.config.dropout > 0:
-        # Sequential fallback: the stacked forward is written for our GPT, and dropout would draw
-        # different masks than the runs one by one.
+    memory_settings = configs[0].micro_batch_size or configs[0].activation_checkpointing
+    if (not vectorized or not isinstance(base.model, GPT) or base.model.config.dropout > 0
+            or memory_settings or configs[0].weights_dtype != "float32"):
+        # Sequential fallback: the stacked forward is written for our GPT in float32 (tiny models,
+        # which need no micro-batches), and dropout would draw other masks than the runs one by one.
         return [finetune(c, base.model if not isinstance(base_checkpoint, (str, Path)) else base_checkpoint,
                          domain_train, domain_val, pretrain_train, pretrain_val, progress) for c in configs]
 
