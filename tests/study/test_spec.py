@@ -8,7 +8,7 @@ from study_helpers import tiny_spec_dict, write_spec
 from forgetlaw.cli import main
 from forgetlaw.errors import UserError
 from forgetlaw.study import PRESETS, load_preset, load_spec, plan_study, spec_from_dict
-from forgetlaw.study.plan import grid_cells, resolve_shapes
+from forgetlaw.study.plan import grid_cells, resolve_ladder
 
 
 def _non_embedding(shape) -> int:
@@ -18,10 +18,10 @@ def _non_embedding(shape) -> int:
 def test_presets_have_the_promised_grids():
     specs = {name: load_preset(name) for name in PRESETS}
     quick, cpu, full, paper = (specs[n] for n in ("quick", "cpu", "cpu-full", "paper"))
-    assert 2 <= len(resolve_shapes(quick)) <= 3 and len(quick.unique_tokens) == 2
+    assert 2 <= len(resolve_ladder(quick)) <= 3 and len(quick.unique_tokens) == 2
     assert sorted(quick.injection) == [0.0, 0.05, 0.2]
     # cpu: >= 4 sizes, a near and a far domain, >= 3 D with D <= N, p in {0, 1, 5, 20}%, replicates.
-    shapes = resolve_shapes(cpu)
+    shapes = resolve_ladder(cpu)
     assert len(shapes) >= 4 and {"wikipedia", "python"} <= set(cpu.domains)
     assert len(cpu.unique_tokens) >= 3 and sorted(cpu.injection) == [0.0, 0.01, 0.05, 0.2]
     assert max(cpu.unique_tokens) <= min(_non_embedding(s) for s in shapes)
@@ -34,7 +34,7 @@ def test_presets_have_the_promised_grids():
                for s in cpu.ladder.shapes)
     assert sorted(full.injection) == [0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.2]
     assert len(full.domains) == 3 and len(full.unique_tokens) == 4
-    sizes = [_non_embedding(s) for s in resolve_shapes(paper)]
+    sizes = [_non_embedding(s) for s in resolve_ladder(paper)]
     assert len(sizes) == 5 and 35e6 < sizes[0] < 50e6 and 1.1e9 < sizes[-1] < 1.4e9
     assert sorted(paper.injection) == [0.0, 0.001, 0.005, 0.01, 0.05]
     assert min(paper.unique_tokens) == 300_000 and max(paper.unique_tokens) == 30_000_000

@@ -51,9 +51,9 @@ def _sweep(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     if args.dry_run:
-        from forgetlaw.study.plan import grid_cells, resolve_shapes
+        from forgetlaw.study.plan import grid_cells, resolve_ladder
 
-        shapes = resolve_shapes(spec)
+        shapes = resolve_ladder(spec)
         cells = grid_cells(spec, shapes)
         print(f"{spec.name}: {len(shapes)} pretraining runs ({', '.join(s.name for s in shapes)}), "
               f"{len(cells)} finetuning runs")

@@ -242,7 +242,7 @@ def build_report(results: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, pro
 
     sections = [
         ("Summary",
-         f"<p>{grid['runs']} finetuning runs"
+         _standin_html(provenance) + f"<p>{grid['runs']} finetuning runs"
          + (f" ({len(dropped)} more left out, see 'Runs left out')" if len(dropped) else "")
          + f": domains {html.esc(', '.join(grid['domains']))}; "
          f"{len(grid['model_sizes'])} model sizes (N = {html.esc(', '.join(f'{n:,}' for n in grid['model_sizes']))}); "
@@ -302,6 +302,26 @@ def build_report(results: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, pro
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _standin_html(provenance: dict) -> str:
+    """What played the pretraining data: the first thing a reader of a pretrained ladder's report
+    must know, since the forgetting measured depends on it."""
+    corpus = provenance.get("pretrain_corpus", "generic")
+    text = (f"<p><b>Pretraining stand-in: {html.esc(corpus)}</b> — the corpus injected into finetuning and on "
+            "which the pretraining loss L_pt (and L0) is measured.")
+    if provenance.get("pretrained_ladder"):
+        text += (" The models are pretrained checkpoints whose own pretraining data is not available here, so "
+                 "forgetting is measured on this stand-in; a stand-in far from the models' own text can show "
+                 "negative forgetting (docs/pretrained.md).")
+    text += "</p>"
+    losses = provenance.get("corpus_losses")
+    if losses:
+        frame = pd.DataFrame({"corpus": list(losses["losses"]),
+                              "validation loss (nats)": [f"{v:.3f}" for v in losses["losses"].values()]})
+        text += (f"<p>Loss of the smallest base ({html.esc(losses['model'])}) on each corpus of the study, before "
+                 "finetuning:</p>" + html.table_html(frame, left=("corpus",)))
+    return text
 
 
 def _capped_runs_html(results: pd.DataFrame) -> str:

@@ -31,6 +31,8 @@ def study_provenance(study_dir: Path, spec=None) -> dict:
     try:
         runs = store.runs(status="done")
         stored_spec = store.get_meta("spec")
+        data_meta = store.get_meta("data") or {}
+        bases = [(r, store.summary(r["key"]) or {}) for r in runs if r.get("kind") == "pretrain"]
     finally:
         store.close()
     spec_data = spec if spec is not None else stored_spec
@@ -46,7 +48,14 @@ def study_provenance(study_dir: Path, spec=None) -> dict:
         "pretrain_seeds": ", ".join(str(s) for s in _distinct(r.get("seed") for r in runs
                                                                if r.get("kind") == "pretrain")),
         "finished_runs": len(runs),
+        # the corpus injected and on which L_pt is read; for pretrained models a stand-in
+        "pretrain_corpus": data_meta.get("pretrain_corpus", "generic"),
+        "pretrained_ladder": any("pretrained" in r["config"].get("model", {}) for r, _ in bases),
     }
+    measured = [(s.get("model_size") or 0, r["model_name"], s["corpus_losses"]) for r, s in bases if s.get("corpus_losses")]
+    if measured:
+        _, name, losses = min(measured)
+        block["corpus_losses"] = {"model": name, "losses": losses}
     if spec_data is not None:
         block["spec_hash"] = config_hash(spec_data)
         block["spec"] = spec_data

@@ -31,7 +31,22 @@ def threads_per_worker(workers: int) -> int:
     return max(1, available_cores() // max(1, workers))
 
 
-def _init_worker(threads: int) -> None:
+def visible_gpus(device: str) -> list[int]:
+    """The GPUs local workers are spread over: all CUDA devices for device auto/cuda, none for cpu or
+    a device the spec pins itself (cuda:1)."""
+    if device not in ("auto", "cuda"):
+        return []
+    import torch
+
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def visible_devices() -> str | None:
+    """What a worker sees (for tests and messages)."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def _init_worker(threads: int, gpu_queue=None) -> None:
     # A worker must not outlive a killed sweep: it could otherwise keep writing a base checkpoint that
     # the resumed sweep is writing too. PR_SET_PDEATHSIG (Linux) kills it with its parent; elsewhere the
     # progress watchdog in tasks._Reporter does it at the next progress call.
@@ -41,23 +56,35 @@ def _init_worker(threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if gpu_queue is not None:
+        # One GPU per worker, set before the worker's first use of CUDA (torch is imported lazily).
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
 
 
 class LocalExecutor:
-    """A pool of `workers` spawned processes, `threads` torch threads each."""
+    """A pool of `workers` spawned processes, `threads` torch threads each. With `gpus`, one worker per
+    GPU by default, each seeing only its own (CUDA_VISIBLE_DEVICES), so `auto` means its GPU."""
 
     name = "local"
 
-    def __init__(self, workers: int | None = None, threads: int | None = None):
-        self.slots = workers or available_cores()
+    def __init__(self, workers: int | None = None, threads: int | None = None, gpus: list[int] | None = None):
+        self.gpus = list(gpus or [])
+        self.slots = workers or len(self.gpus) or available_cores()
         self.threads = threads or threads_per_worker(self.slots)
         self.parent_pid = os.getpid()
         self._pool = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         # spawn, not fork: forking a process that may hold torch/OpenMP threads can deadlock.
-        return cf.ProcessPoolExecutor(max_workers=self.slots, mp_context=mp.get_context("spawn"),
-                                      initializer=_init_worker, initargs=(self.threads,))
+        context = mp.get_context("spawn")
+        queue = None
+        if self.gpus:
+            # Each new worker takes one GPU; with more workers than GPUs they share round robin.
+            queue = context.Queue()
+            for i in range(self.slots):
+                queue.put(self.gpus[i % len(self.gpus)])
+        return cf.ProcessPoolExecutor(max_workers=self.slots, mp_context=context,
+                                      initializer=_init_worker, initargs=(self.threads, queue))
 
     def submit(self, task: Task) -> cf.Future:
         return self._pool.submit(execute, task)
@@ -136,8 +163,9 @@ class RayExecutor:
 
 
 def make_executor(kind: str, workers: int | None = None, address: str | None = None,
-                  threads: int | None = None):
-    """`threads`: torch threads per task; default the cores divided between the workers."""
+                  threads: int | None = None, device: str = "auto"):
+    """`threads`: torch threads per task; default the cores divided between the workers. `device`:
+    the spec's execution.device, which decides whether local workers are spread over GPUs."""
     if workers is not None and workers < 1:
         raise UserError(f"--workers: {workers} must be at least 1")
     if threads is not None and threads < 1:
@@ -145,7 +173,7 @@ def make_executor(kind: str, workers: int | None = None, address: str | None = N
     if kind == "local":
         if address:
             raise UserError("--address is for --executor ray; drop it or add --executor ray")
-        return LocalExecutor(workers, threads)
+        return LocalExecutor(workers, threads, visible_gpus(device))
     if kind == "ray":
         return RayExecutor(workers, address, threads)
     raise UserError(f"--executor: unknown executor '{kind}'; choose local or ray")

@@ -7,12 +7,23 @@ base by the base's run key, so the key covers the whole chain (model, pretrainin
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from forgetlaw.errors import UserError
 from forgetlaw.provenance import config_hash
-from forgetlaw.study.spec import FinetuneSpec, OverrideSpec, ShapeSpec, StudySpec
+from forgetlaw.study.preflight import SUGGESTED_PRETRAINED_LR, model_source
+from forgetlaw.study.spec import (
+    FinetuneSpec,
+    OverrideSpec,
+    PretrainedModelSpec,
+    ShapeSpec,
+    StudySpec,
+)
+
+# One model of a ladder: a shape forgetlaw pretrains, or a pretrained model.
+LadderEntry = ShapeSpec | PretrainedModelSpec
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,8 @@ class PlannedRun:
     unique_tokens: int | None = None
     injection: float | None = None
     labels: dict[str, Any] = field(default_factory=dict)
+    # A pretrained model's ModelSource fields (where workers load it from); None for our GPTs.
+    model_source: dict[str, Any] | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -42,8 +55,6 @@ def _full_config(kind: str, values: dict[str, Any]) -> dict[str, Any]:
     (a changed training default then gives new keys instead of silently mixing results), less the
     fields `keyed_fields` leaves out. Building the dataclass also validates the values before any
     run starts."""
-    import dataclasses
-
     from forgetlaw.provenance import keyed_fields
     from forgetlaw.training import FinetuneConfig, PretrainConfig
 
@@ -55,10 +66,13 @@ def _full_config(kind: str, values: dict[str, Any]) -> dict[str, Any]:
     return keyed_fields(cls(**values))
 
 
-def resolve_shapes(spec: StudySpec) -> list[ShapeSpec]:
-    """The ladder's shapes, smallest first, restricted to `ladder.sizes` when given."""
+def resolve_ladder(spec: StudySpec) -> list[LadderEntry]:
+    """The ladder's models (shapes, smallest first, or pretrained models in the spec's order),
+    restricted to `ladder.sizes` when given."""
     ladder = spec.ladder
-    if ladder.shapes is not None:
+    if ladder.models is not None:
+        shapes = list(ladder.models)
+    elif ladder.shapes is not None:
         shapes = list(ladder.shapes)
     else:
         # The models stage owns the named ladders.
@@ -94,6 +108,31 @@ def pretrain_config(spec: StudySpec, shape: ShapeSpec, vocab_size: int, manifest
         "data": {"manifest_hash": manifest_hash},
     }
     config["pretrain"] = _full_config("pretrain", config["pretrain"])
+    _record_standin(spec, config)
+    return config
+
+
+def _record_standin(spec: StudySpec, config: dict[str, Any]) -> None:
+    # Only when it is not the pretraining corpus itself, so that the keys of studies made before the
+    # stand-in became a choice do not move.
+    if spec.pretrain_corpus != "generic":
+        config["data"]["pretrain_corpus"] = spec.pretrain_corpus
+
+
+def pretrained_config(spec: StudySpec, entry: PretrainedModelSpec, manifest_hash: str) -> dict[str, Any]:
+    """The base run of a pretrained model: load it, count N, measure L0. Its identity is the content
+    of the model's files (or hub id and revision), not where they are."""
+    from forgetlaw.models.pretrained import identity
+
+    config = {
+        "kind": "pretrain",
+        "model": {"name": entry.name, "pretrained": identity(model_source(entry)),
+                  "trust_remote_code": entry.trust_remote_code},
+        "evaluate": {"seq_len": spec.seq_len, "eval_tokens": spec.pretrain.eval_tokens, "seed": spec.pretrain.seed,
+                     "device": spec.execution.device},
+        "data": {"manifest_hash": manifest_hash},
+    }
+    _record_standin(spec, config)
     return config
 
 
@@ -107,11 +146,14 @@ def _matches(override: OverrideSpec | Any, cell: dict[str, Any]) -> bool:
     return True
 
 
-def finetune_config(spec: StudySpec, base_key: str, cell: dict[str, Any], manifest_hash: str) -> dict[str, Any]:
+def finetune_config(spec: StudySpec, base_key: str, cell: dict[str, Any], manifest_hash: str,
+                    entry: LadderEntry | None = None) -> dict[str, Any]:
     settings = spec.finetune.model_dump()
     for override in spec.overrides:
         if _matches(override, cell):
             settings.update(override.finetune)
+    if isinstance(entry, PretrainedModelSpec):
+        settings["lr"] = _pretrained_lr(entry, settings.get("lr"))
     # None means "the training stage's default": leave it out, _full_config fills it in.
     settings = {k: v for k, v in FinetuneSpec(**settings).model_dump().items() if v is not None}
     config = {
@@ -126,10 +168,21 @@ def finetune_config(spec: StudySpec, base_key: str, cell: dict[str, Any], manife
         "data": {"manifest_hash": manifest_hash},
     }
     config["finetune"] = _full_config("finetune", config["finetune"])
+    _record_standin(spec, config)
     return config
 
 
-def grid_cells(spec: StudySpec, shapes: list[ShapeSpec]) -> list[dict[str, Any]]:
+def _pretrained_lr(entry: PretrainedModelSpec, lr: float | None) -> float:
+    from forgetlaw.models.pretrained import finetune_lr
+
+    found = finetune_lr(model_source(entry), lr)
+    if found is None:
+        raise UserError(f"finetune.lr: no finetuning LR is known for {entry.name}; set finetune.lr, e.g. "
+                        f"{SUGGESTED_PRETRAINED_LR:g} (docs/pretrained.md), or lr: in its ladder.models entry")
+    return float(found)
+
+
+def grid_cells(spec: StudySpec, shapes: list[LadderEntry]) -> list[dict[str, Any]]:
     """Every (size, domain, D, p, seed) cell: the main grid, then the replicate seeds, no duplicates."""
     cells: list[dict[str, Any]] = []
     seen: set[tuple] = set()
@@ -177,18 +230,26 @@ def plan_study(spec: StudySpec, vocab_size: int, manifest_hash: str,
         if missing:
             raise UserError(f"domains: {missing} are not in the data (it has {sorted(available_domains)}); "
                             "fix 'domains' or the data section")
-    shapes = resolve_shapes(spec)
+    entries = resolve_ladder(spec)
     runs: list[PlannedRun] = []
     base_keys: dict[str, str] = {}
-    for shape in shapes:
-        config = pretrain_config(spec, shape, vocab_size, manifest_hash)
+    sources: dict[str, dict[str, Any] | None] = {}
+    for entry in entries:
+        if isinstance(entry, PretrainedModelSpec):
+            config = pretrained_config(spec, entry, manifest_hash)
+            sources[entry.name] = dataclasses.asdict(model_source(entry))
+        else:
+            config = pretrain_config(spec, entry, vocab_size, manifest_hash)
+            sources[entry.name] = None
         key = config_hash(config)
-        base_keys[shape.name] = key
-        runs.append(PlannedRun(key=key, kind="pretrain", config=config, model_name=shape.name,
-                               data_manifest_hash=manifest_hash, seed=spec.pretrain.seed))
-    for cell in grid_cells(spec, shapes):
+        base_keys[entry.name] = key
+        runs.append(PlannedRun(key=key, kind="pretrain", config=config, model_name=entry.name,
+                               data_manifest_hash=manifest_hash, seed=spec.pretrain.seed,
+                               model_source=sources[entry.name]))
+    by_name = {entry.name: entry for entry in entries}
+    for cell in grid_cells(spec, entries):
         base_key = base_keys[cell["model_name"]]
-        config = finetune_config(spec, base_key, cell, manifest_hash)
+        config = finetune_config(spec, base_key, cell, manifest_hash, by_name[cell["model_name"]])
         runs.append(PlannedRun(key=config_hash(config), kind="finetune", config=config, base_key=base_key,
-                               data_manifest_hash=manifest_hash, **cell))
+                               data_manifest_hash=manifest_hash, model_source=sources[cell["model_name"]], **cell))
     return runs

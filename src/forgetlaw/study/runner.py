@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -61,7 +62,7 @@ def study_lock(study_dir: Path) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------------
 # Data
 
-def _files_ref(files: Mapping[str, Mapping[str, Path]], vocab_size: int) -> DataRef:
+def _files_ref(files: Mapping[str, Mapping[str, Path]], vocab_size: int, standin: str = "generic") -> DataRef:
     resolved = {corpus: {split: str(Path(path).resolve()) for split, path in splits.items()}
                 for corpus, splits in files.items()}
     for corpus, splits in resolved.items():
@@ -79,7 +80,7 @@ def _files_ref(files: Mapping[str, Mapping[str, Path]], vocab_size: int) -> Data
     # The content, not the paths, identifies the data: moving the files keeps the run keys.
     manifest = {c: {s: file_sha256(p) for s, p in splits.items()} for c, splits in resolved.items()}
     return DataRef(vocab_size=vocab_size, manifest_hash=config_hash({"vocab_size": vocab_size, **manifest}),
-                   pretrain_corpus="generic", files=resolved)
+                   pretrain_corpus=standin, files=resolved, corpora=tuple(c for c in resolved if c != standin))
 
 
 def save_token_arrays(arrays: Mapping[str, Mapping[str, np.ndarray]], folder: Path) -> dict[str, dict[str, Path]]:
@@ -96,35 +97,96 @@ def save_token_arrays(arrays: Mapping[str, Mapping[str, np.ndarray]], folder: Pa
     return out
 
 
-def resolve_data(spec: StudySpec, study_dir: Path, data: Any = None, note=print) -> tuple[DataRef, list[str]]:
+def _arrays_ref(data: Any, spec: StudySpec, study_dir: Path) -> tuple[DataRef, list[str]]:
+    standin = spec.pretrain_corpus
+    if standin not in data:
+        raise UserError(f"data: token arrays need a '{standin}' entry (the pretraining corpus)")
+    files = save_token_arrays(data, study_dir / "data")
+    return _files_ref(files, spec.data.vocab_size, standin), [c for c in files if c != standin]
+
+
+def resolve_data(spec: StudySpec, study_dir: Path, data: Any = None, note=print,
+                 tokenizer: Path | None = None) -> tuple[DataRef, list[str]]:
     """The study's data as a DataRef workers can open, and the domains it holds.
 
     `data` (API only) overrides the spec: a `forgetlaw.data.DataStore`, or token arrays
-    {"generic": {"train": a, "val": b}, domain: {...}} (copied into the study folder)."""
+    {"generic": {"train": a, "val": b}, domain: {...}} (copied into the study folder; the stand-in's
+    entry is named after `spec.pretrain_corpus`). `tokenizer`: the ladder's own, for a data build."""
+    standin = spec.pretrain_corpus
     if data is not None and hasattr(data, "manifest_hash") and hasattr(data, "root"):
-        return (DataRef(vocab_size=int(data.vocab_size), manifest_hash=data.manifest_hash,
-                        pretrain_corpus=getattr(data, "pretrain_corpus", "generic"), build_root=str(data.root)),
+        if standin not in data.manifest["corpora"]:
+            raise UserError(f"data.pretrain_corpus: '{standin}' is not built in {data.root}; build it too")
+        return (DataRef(vocab_size=int(data.vocab_size), manifest_hash=data.manifest_hash, pretrain_corpus=standin,
+                        build_root=str(data.root), corpora=tuple(data.domains), tokenizer=str(data.tokenizer_path)),
                 list(data.domains))
     if data is not None:
-        if "generic" not in data:
-            raise UserError("data: token arrays need a 'generic' entry (the pretraining corpus)")
-        files = save_token_arrays(data, study_dir / "data")
-        return _files_ref(files, spec.data.vocab_size), [c for c in files if c != "generic"]
+        return _arrays_ref(data, spec, study_dir)
     if spec.data.token_files is not None:
         tf = spec.data.token_files
-        files = {"generic": {"train": tf.pretrain.train, "val": tf.pretrain.val}}
+        files = {standin: {"train": tf.pretrain.train, "val": tf.pretrain.val}}
         files.update({d: {"train": c.train, "val": c.val} for d, c in tf.domains.items()})
-        return _files_ref(files, tf.vocab_size), list(tf.domains)
+        return _files_ref(files, tf.vocab_size, standin), list(tf.domains)
     from forgetlaw.data import DataConfig, build_data
 
     d = spec.data
-    config = DataConfig(domains=tuple(spec.domains), vocab_size=d.vocab_size, cache_dir=d.cache_dir,
+    # The stand-in is built like a domain when it is not the generic corpus (which is always built).
+    wanted = list(dict.fromkeys([*spec.domains, *([standin] if standin != "generic" else [])]))
+    config = DataConfig(domains=tuple(wanted), vocab_size=d.vocab_size, cache_dir=d.cache_dir,
                         source_dirs=dict(d.source_dirs), pretrain_max_mb=d.pretrain_max_mb,
                         domain_max_mb=d.domain_max_mb, val_fraction=d.val_fraction, seed=d.seed,
-                        tokenizer=d.tokenizer)
+                        tokenizer=tokenizer or d.tokenizer)
     store = build_data(config, progress=note)
-    return (DataRef(vocab_size=int(store.vocab_size), manifest_hash=store.manifest_hash,
-                    pretrain_corpus=store.pretrain_corpus, build_root=str(store.root)), list(store.domains))
+    return (DataRef(vocab_size=int(store.vocab_size), manifest_hash=store.manifest_hash, pretrain_corpus=standin,
+                    build_root=str(store.root), corpora=tuple(wanted), tokenizer=str(store.tokenizer_path)),
+            list(store.domains))
+
+
+def _train_tokens(data_ref: DataRef, corpora: list[str]) -> dict[str, int]:
+    return {c: int(data_ref.tokens(c, "train").shape[0]) for c in corpora}
+
+
+def _memory_shapes(spec: StudySpec, vocab_size: int, ladder) -> dict[str, tuple[object, bool]]:
+    from forgetlaw.models import ModelShape
+    from forgetlaw.study.plan import resolve_ladder
+    from forgetlaw.training.memory import gpt_shape
+
+    if ladder is not None:
+        return {name: (shape, True) for name, shape in ladder.shapes.items()}
+    return {s.name: (gpt_shape(ModelShape(s.name, s.n_layer, s.d_model, s.n_head).to_config(vocab_size, spec.seq_len)),
+                     False) for s in resolve_ladder(spec)}
+
+
+def prepare_study(spec: StudySpec, study_dir: Path, data: Any = None, note=print) -> tuple[DataRef, list[PlannedRun]]:
+    """Everything that can be checked before a run starts (docs/study.md, pre-flight), then the plan."""
+    from forgetlaw.study.plan import resolve_ladder
+    from forgetlaw.study.preflight import check_memory, check_pretrained_ladder, check_unique_tokens
+    from forgetlaw.training.common import resolve_device
+
+    ladder = check_pretrained_ladder(spec, resolve_ladder(spec)) if spec.ladder.pretrained else None
+    data_ref, domains = resolve_data(spec, study_dir, data, note, ladder.tokenizer_dir if ladder else None)
+    missing = [d for d in spec.domains if d not in domains]
+    if missing:
+        raise UserError(f"domains: {missing} are not in the data (it has {sorted(domains)}); "
+                        "fix 'domains' or the data section")
+    check_unique_tokens(spec, _train_tokens(data_ref, [*spec.domains, data_ref.pretrain_corpus]),
+                        data_ref.pretrain_corpus)
+    check_memory(spec, _memory_shapes(spec, data_ref.vocab_size, ladder), resolve_device(spec.execution.device))
+    return data_ref, plan_study(spec, data_ref.vocab_size, data_ref.manifest_hash, domains)
+
+
+def _record_plan(store: ResultsStore, spec: StudySpec, plan: list[PlannedRun], data_ref: DataRef, note) -> int:
+    """Write the spec and plan into the store; returns the number of interrupted runs to redo."""
+    store.set_meta("spec", spec.model_dump(mode="json"))
+    store.set_meta("plan", [run.key for run in plan])
+    store.set_meta("data", {"manifest_hash": data_ref.manifest_hash, "vocab_size": data_ref.vocab_size,
+                            "pretrain_corpus": data_ref.pretrain_corpus, "tokenizer": data_ref.tokenizer})
+    added = store.add_runs(run.as_row() for run in plan)
+    redone = store.reset_interrupted()
+    if redone:
+        note(f"resuming: {redone} run(s) interrupted while running will be redone")
+    if added < len(plan):
+        note(f"{len(plan) - added} of {len(plan)} runs already known to {store.path}")
+    return redone
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -132,7 +194,8 @@ def resolve_data(spec: StudySpec, study_dir: Path, data: Any = None, note=print)
 
 def _label(run: Mapping[str, Any]) -> str:
     if run["kind"] == "pretrain":
-        return f"pretrain {run['model_name']}"
+        verb = "base" if "pretrained" in run["config"]["model"] else "pretrain"
+        return f"{verb} {run['model_name']}"
     return (f"{run['model_name']} {run['domain']} D={run['unique_tokens']} p={run['injection']:g} "
             f"seed={run['seed']}")
 
@@ -142,11 +205,12 @@ def run_study(spec: StudySpec, out_dir: str | Path, executor: str = "local", wor
               progress: bool = True, stream: TextIO | None = None) -> StudyOutcome:
     """Run (or resume) a study into `out_dir`. See docs/study.md.
 
-    executor: "local" (worker processes) or "ray"; workers: tasks at once (default one per core);
-    threads: torch threads per task (default the cores divided between the workers; results are
-    bit-identical only at equal thread counts); data: a `forgetlaw.data.DataStore` or token arrays
-    {"generic": {"train", "val"}, domain: {...}} instead of the spec's data section."""
+    executor: "local" (worker processes) or "ray"; workers: tasks at once (default one per core, or
+    one per GPU); threads: torch threads per task (default the cores divided between the workers;
+    results are bit-identical only at equal thread counts); data: a `forgetlaw.data.DataStore` or
+    token arrays {"generic": {"train", "val"}, domain: {...}} instead of the spec's data section."""
     study_dir = Path(out_dir).resolve()
+    new_folder = not study_dir.exists()
     study_dir.mkdir(parents=True, exist_ok=True)
     stream = stream if stream is not None else sys.stderr
     start = time.monotonic()
@@ -156,40 +220,40 @@ def run_study(spec: StudySpec, out_dir: str | Path, executor: str = "local", wor
             print(message, file=stream, flush=True)
 
     with study_lock(study_dir):
+        try:
+            data_ref, plan = prepare_study(spec, study_dir, data, note)
+        except UserError:
+            if new_folder:  # a study that cannot start leaves nothing behind
+                shutil.rmtree(study_dir, ignore_errors=True)
+            raise
+        (study_dir / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         store = ResultsStore(study_dir / STORE_NAME)
         try:
-            data_ref, domains = resolve_data(spec, study_dir, data, note)
-            plan = plan_study(spec, data_ref.vocab_size, data_ref.manifest_hash, domains)
-            (study_dir / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-            store.set_meta("spec", spec.model_dump(mode="json"))
-            store.set_meta("plan", [run.key for run in plan])
-            store.set_meta("data", {"manifest_hash": data_ref.manifest_hash, "vocab_size": data_ref.vocab_size})
-            added = store.add_runs(run.as_row() for run in plan)
-            redone = store.reset_interrupted()
+            redone = _record_plan(store, spec, plan, data_ref, note)
             retried = store.reset_failed([r.key for r in plan]) if retry_failed else 0
-            if redone:
-                note(f"resuming: {redone} run(s) interrupted while running will be redone")
             if retried:
                 note(f"--retry-failed: {retried} failed run(s) will be rerun")
-            if added < len(plan):
-                note(f"{len(plan) - added} of {len(plan)} runs already known to {study_dir / STORE_NAME}")
             if any(store.get_run(r.key)["status"] == "pending" for r in plan):
                 # Workers start only when there is work: a finished study reopens in a blink.
-                pool = make_executor(executor, workers, address, threads)
+                pool = make_executor(executor, workers, address, threads, device=spec.execution.device)
                 try:
                     _sweep(spec, store, plan, data_ref, study_dir, pool, progress, stream)
                 finally:
                     pool.close()
-            statuses = {r["key"]: r["status"] for r in store.runs()}
-            counts = {s: sum(statuses[r.key] == s for r in plan) for s in ("done", "failed", "pending")}
-            outcome = StudyOutcome(study_dir, len(plan), counts["done"], counts["failed"], counts["pending"],
-                                   redone, time.monotonic() - start)
-            note(f"study {spec.name}: {outcome.done}/{outcome.total} runs done, {outcome.failed} failed, "
-                 f"{outcome.wall_s:.1f}s; results in {study_dir / STORE_NAME}"
-                 + (" (rerun with --retry-failed to retry the failed runs)" if outcome.failed else ""))
-            return outcome
+            return _outcome(spec, store, plan, study_dir, redone, time.monotonic() - start, note)
         finally:
             store.close()
+
+
+def _outcome(spec: StudySpec, store: ResultsStore, plan: list[PlannedRun], study_dir: Path, redone: int,
+             wall_s: float, note) -> StudyOutcome:
+    statuses = {r["key"]: r["status"] for r in store.runs()}
+    counts = {s: sum(statuses[r.key] == s for r in plan) for s in ("done", "failed", "pending")}
+    outcome = StudyOutcome(study_dir, len(plan), counts["done"], counts["failed"], counts["pending"], redone, wall_s)
+    note(f"study {spec.name}: {outcome.done}/{outcome.total} runs done, {outcome.failed} failed, "
+         f"{outcome.wall_s:.1f}s; results in {study_dir / STORE_NAME}"
+         + (" (rerun with --retry-failed to retry the failed runs)" if outcome.failed else ""))
+    return outcome
 
 
 def _sweep(spec: StudySpec, store: ResultsStore, plan: list[PlannedRun], data_ref: DataRef,
@@ -247,7 +311,7 @@ def _sweep(spec: StudySpec, store: ResultsStore, plan: list[PlannedRun], data_re
                               study_dir=str(study_dir), threads=pool.threads, base_checkpoint=checkpoint,
                               vectorize=spec.execution.vectorize,
                               progress_every_s=spec.execution.progress_every_s,
-                              parent_pid=pool.parent_pid))
+                              parent_pid=pool.parent_pid, model_source=run.model_source))
         return tasks
 
     while True:

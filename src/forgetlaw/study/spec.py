@@ -268,6 +268,8 @@ class StudySpec(_Strict):
         """The corpus that plays the pretraining data (see DataSpec.pretrain_corpus)."""
         if self.data.pretrain_corpus is not None:
             return self.data.pretrain_corpus
+        if self.data.token_files is not None:  # its `pretrain:` files
+            return "generic"
         return PRETRAINED_STANDIN if self.ladder.pretrained else "generic"
 
 

@@ -29,6 +29,8 @@ class DataRef:
     pretrain_corpus: str = "generic"
     build_root: str | None = None
     files: dict[str, dict[str, str]] = field(default_factory=dict)  # corpus -> split -> .npy path
+    corpora: tuple[str, ...] = ()  # every corpus of the study's data (stand-in and domains)
+    tokenizer: str | None = None  # the tokenizer folder of a data build
 
     def tokens(self, corpus: str, split: str) -> np.ndarray:
         if self.build_root is not None:
@@ -51,6 +53,8 @@ class Task:
     vectorize: bool = False
     progress_every_s: float = 10.0
     parent_pid: int | None = None
+    # A pretrained model's ModelSource fields; None for forgetlaw's own GPTs.
+    model_source: dict[str, Any] | None = None
 
     @property
     def keys(self) -> list[str]:
@@ -132,6 +136,10 @@ def _run_one(task: Task, run: tuple[str, dict[str, Any]], fn) -> dict[str, Any]:
 
 
 def _pretrain(task: Task, key: str, config: dict[str, Any]):
+    if "pretrained" in config["model"]:
+        from forgetlaw.study.bases import measure_pretrained
+
+        return measure_pretrained(task, key, config)
     from forgetlaw.models import ModelShape
     from forgetlaw.training import PretrainConfig, pretrain
 
@@ -162,6 +170,15 @@ def _finetune_inputs(task: Task, domain: str) -> tuple[np.ndarray, ...]:
             data.tokens(data.pretrain_corpus, "train"), data.tokens(data.pretrain_corpus, "val"))
 
 
+def _finetune_base(task: Task):
+    """A forgetlaw checkpoint's path, or a pretrained model loaded for this run alone."""
+    if task.model_source is None:
+        return Path(task.base_checkpoint)
+    from forgetlaw.study.bases import load_pretrained_base
+
+    return load_pretrained_base(task)
+
+
 def _finetune_outcome(result: Any) -> tuple[dict, list, dict]:
     return dict(result.summary), [dict(point) for point in result.curve], {}
 
@@ -172,7 +189,7 @@ def _finetune(task: Task, key: str, config: dict[str, Any]):
     ft = config["finetune"]
     label = f"{config['domain']} D={ft['unique_tokens']} p={ft['injection_fraction']} s={ft['seed']}"
     reporter = _Reporter(label, task.progress_every_s, task.parent_pid)
-    result = finetune(_make(FinetuneConfig, ft), Path(task.base_checkpoint),
+    result = finetune(_make(FinetuneConfig, ft), _finetune_base(task),
                       *_finetune_inputs(task, config["domain"]), progress=reporter)
     summary, curve, extra = _finetune_outcome(result)
     return summary, curve, {**extra, "threads": task.threads}
@@ -185,7 +202,7 @@ def _finetune_many(task: Task) -> list[dict[str, Any]]:
     start = time.perf_counter()
     configs = [_make(FinetuneConfig, config["finetune"]) for _, config in task.runs]
     reporter = _Reporter(f"{domain} x{len(configs)} vectorized", task.progress_every_s, task.parent_pid)
-    results = finetune_many(configs, Path(task.base_checkpoint), *_finetune_inputs(task, domain),
+    results = finetune_many(configs, _finetune_base(task), *_finetune_inputs(task, domain),
                             progress=reporter)
     wall = (time.perf_counter() - start) / len(results)
     outcomes = []
