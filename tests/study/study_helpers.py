@@ -43,3 +43,13 @@ def tiny_spec_dict(token_files: dict | None = None, **changes) -> dict:
 def write_spec(path: Path, spec: dict) -> Path:
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def visible_devices_after(seconds: float) -> str | None:
+    """What a worker process sees as CUDA_VISIBLE_DEVICES, after holding it busy for a while (so
+    that concurrent calls land on different workers)."""
+    import os
+    import time
+
+    time.sleep(seconds)
+    return os.environ.get("CUDA_VISIBLE_DEVICES")

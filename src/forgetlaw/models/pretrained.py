@@ -111,3 +111,20 @@ def tokenizer_signature(tokenizer) -> str:
     corpus tokenizes to the same ids for every model of the ladder."""
     vocab = sorted(tokenizer.get_vocab().items())
     return hashlib.sha256(json.dumps([vocab, tokenizer.eos_token_id]).encode()).hexdigest()
+
+
+def save_tokenizer(tokenizer) -> Path:
+    """Save a ladder's tokenizer once per content into the cache, so that its folder (and the data
+    build keyed on it) stays the same from one sweep to the next."""
+    import shutil
+
+    from forgetlaw import paths
+
+    folder = paths.cache_dir() / "tokenizers" / tokenizer_signature(tokenizer)[:16]
+    if not (folder / "tokenizer_config.json").is_file():
+        tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tokenizer.save_pretrained(str(tmp))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    return folder

@@ -41,11 +41,6 @@ def visible_gpus(device: str) -> list[int]:
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
-def visible_devices() -> str | None:
-    """What a worker sees (for tests and messages)."""
-    return os.environ.get("CUDA_VISIBLE_DEVICES")
-
-
 def _init_worker(threads: int, gpu_queue=None) -> None:
     # A worker must not outlive a killed sweep: it could otherwise keep writing a base checkpoint that
     # the resumed sweep is writing too. PR_SET_PDEATHSIG (Linux) kills it with its parent; elsewhere the

@@ -47,26 +47,9 @@ def pretrained_shape(config, trust_remote_code: bool):
     return hf_shape(config, params)
 
 
-def _tokenizer_cache(tokenizer, signature: str) -> Path:
-    """Save the ladder's tokenizer once per content, so its folder (and the data build keyed on it)
-    stays the same from one sweep to the next."""
-    from forgetlaw import paths
-
-    folder = paths.cache_dir() / "tokenizers" / signature[:16]
-    if not (folder / "tokenizer_config.json").is_file():
-        tmp = folder.with_name(folder.name + ".tmp")
-        tokenizer.save_pretrained(str(tmp))
-        if folder.exists():
-            import shutil
-
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    return folder
-
-
 def check_pretrained_ladder(spec: StudySpec, entries: list[PretrainedModelSpec]) -> LadderCheck:
     from forgetlaw.models.hf import context_length, load_hf_config, load_hf_tokenizer
-    from forgetlaw.models.pretrained import finetune_lr, tokenizer_signature
+    from forgetlaw.models.pretrained import finetune_lr, save_tokenizer, tokenizer_signature
 
     if spec.data.tokenizer is not None:
         raise UserError("data.tokenizer: a ladder of pretrained models tokenizes the corpora with its models' "
@@ -97,7 +80,7 @@ def check_pretrained_ladder(spec: StudySpec, entries: list[PretrainedModelSpec])
             raise UserError(f"finetune.lr: no finetuning LR is known for {entry.name} (a pretrained model does "
                             f"not record the LR its pretraining ended at); set finetune.lr, e.g. "
                             f"{SUGGESTED_PRETRAINED_LR:g} (docs/pretrained.md), or lr: in its ladder.models entry")
-    return LadderCheck(_tokenizer_cache(first_tokenizer, first_signature), contexts, shapes)
+    return LadderCheck(save_tokenizer(first_tokenizer), contexts, shapes)
 
 
 def _overrides_give_lr(spec: StudySpec) -> bool:
@@ -145,6 +128,11 @@ def check_memory(spec: StudySpec, shapes: dict[str, tuple[object, bool]], device
             weight_bytes = 2 if stage == "finetune" and ft.weights_dtype == "bfloat16" else 4
             need = estimate(shape, micro or batch, spec.seq_len, bf16=bf16, weight_bytes=weight_bytes,
                             activation_checkpointing=recompute, keeps_best_copy=keeps_best)
+            if need.weights + GIB > available:
+                raise UserError(
+                    f"{stage} of {name}: its weights, gradients and optimizer alone need ~{need.weights / GIB:.1f} "
+                    f"GiB but the {device.type} has {available / GIB:.1f} GiB: it does not fit at any "
+                    "micro_batch_size; use a larger device or a smaller model")
             if need.total > available:
                 raise UserError(
                     f"{stage}.micro_batch_size: {stage} of {name} at {micro or batch} sequences of {spec.seq_len} "
