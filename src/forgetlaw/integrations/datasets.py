@@ -39,7 +39,7 @@ _PRETRAIN_TAG = 1
 _CHUNK = 256  # windows drawn from InjectionStream at a time (the order does not depend on it)
 
 
-def _require_datasets():
+def require_datasets():
     try:
         import datasets
     except ImportError:
@@ -142,25 +142,31 @@ def _check_row_source(source, column: str, name: str, argument: str) -> None:
         raise UserError(f"the {name} dataset is empty; give it at least one row")
     columns = _columns(source)
     if columns is not None and column not in columns:
-        raise UserError(f"the {name} dataset has columns {columns} and no '{column}' column; pass "
-                        f"{argument}='NAME' (the column holding its text) or rename that column to '{column}'")
+        raise UserError(f"the {name} dataset has columns {columns} and no '{column}' column; set "
+                        f"{argument} to the column holding its text, or rename that column to '{column}'")
 
 
 # ---- generating --------------------------------------------------------------------------------
 
-def mixed_rows(plan: MixPlan) -> Iterator[dict]:
-    """The mix, row by row; the rows of `inject`. Bounded by the plan's budget, or endless."""
+def mixed_pairs(plan: MixPlan) -> Iterator[tuple[dict, bool]]:
+    """(row, injected) pairs of the mix, bounded by the plan's budget, or endless."""
     rows = _token_rows(plan) if plan.tokens else _dataset_rows(plan)
     target_budget = None if plan.epochs is None else _target_budget(plan)
     targets = 0
     for made, (row, injected) in enumerate(rows, 1):
-        if plan.mark:
-            row[plan.mark] = bool(injected)
-        yield row
+        yield row, injected
         targets += not injected
         # Ending on the budget's last row keeps floor(p k) exact for every prefix k of the set.
         if made == plan.num_sequences or (target_budget is not None and targets >= target_budget):
             return
+
+
+def mixed_rows(plan: MixPlan) -> Iterator[dict]:
+    """The rows of `inject`: `mixed_pairs` with the `mark` column added when asked for."""
+    for row, injected in mixed_pairs(plan):
+        if plan.mark:
+            row[plan.mark] = bool(injected)
+        yield row
 
 
 def _target_budget(plan: MixPlan) -> int:
@@ -243,7 +249,7 @@ def inject(target, pretrain, p: float, seed: int = 0, *, num_sequences: int | No
     Endless unless `num_sequences` (rows in all) or `epochs` (target passes) is given; with an
     endless one, bound the run by the trainer's `max_steps`. `mark="injected"` adds a boolean column
     (True for a pretraining row). See the module docstring for the sources it takes."""
-    datasets = _require_datasets()
+    datasets = require_datasets()
     plan = plan_mix(target, pretrain, p, seed, num_sequences=num_sequences, epochs=epochs, seq_len=seq_len,
                     text_column=text_column, pretrain_column=pretrain_column, mark=mark, shuffle=shuffle)
     return datasets.IterableDataset.from_generator(_generator(plan))
@@ -258,7 +264,7 @@ def inject_dataset(target, pretrain, p: float, seed: int = 0, *, num_sequences: 
     A map-style dataset is shuffled by the Trainer's default sampler: the count is then exact over
     the whole set and per batch only on average; transformers >= 5 keeps the order with
     `TrainingArguments(train_sampling_strategy="sequential")` (docs/integrations.md)."""
-    datasets = _require_datasets()
+    datasets = require_datasets()
     if num_sequences is None and epochs is None:
         raise UserError("inject_dataset needs a budget: num_sequences=... or epochs=...")
     plan = plan_mix(target, pretrain, p, seed, num_sequences=num_sequences, epochs=epochs, seq_len=seq_len,

@@ -28,6 +28,7 @@ from forgetlaw.study.progress import StudyProgress
 from forgetlaw.study.spec import StudySpec
 from forgetlaw.study.store import STORE_NAME, ResultsStore
 from forgetlaw.study.tasks import DataRef, Task
+from forgetlaw.study.tracking import log_recorded, open_tracker
 
 LOCK_NAME = ".sweep.lock"
 
@@ -147,6 +148,7 @@ def run_study(spec: StudySpec, out_dir: str | Path, executor: str = "local", wor
     bit-identical only at equal thread counts); data: a `forgetlaw.data.DataStore` or token arrays
     {"generic": {"train", "val"}, domain: {...}} instead of the spec's data section."""
     study_dir = Path(out_dir).resolve()
+    tracker = open_tracker(spec.execution.tracker, spec.name, study_dir)  # before anything is written
     study_dir.mkdir(parents=True, exist_ok=True)
     stream = stream if stream is not None else sys.stderr
     start = time.monotonic()
@@ -177,7 +179,7 @@ def run_study(spec: StudySpec, out_dir: str | Path, executor: str = "local", wor
                 # Workers start only when there is work: a finished study reopens in a blink.
                 pool = make_executor(executor, workers, address, threads)
                 try:
-                    _sweep(spec, store, plan, data_ref, study_dir, pool, progress, stream)
+                    _sweep(spec, store, plan, data_ref, study_dir, pool, progress, stream, tracker)
                 finally:
                     pool.close()
             statuses = {r["key"]: r["status"] for r in store.runs()}
@@ -190,10 +192,12 @@ def run_study(spec: StudySpec, out_dir: str | Path, executor: str = "local", wor
             return outcome
         finally:
             store.close()
+            if tracker is not None:
+                tracker.close()
 
 
 def _sweep(spec: StudySpec, store: ResultsStore, plan: list[PlannedRun], data_ref: DataRef,
-           study_dir: Path, pool: Any, progress: bool, stream: TextIO) -> None:
+           study_dir: Path, pool: Any, progress: bool, stream: TextIO, tracker: Any = None) -> None:
     version = code_version()
     status = {r["key"]: r for r in store.runs()}
     planned = {run.key: run for run in plan}
@@ -271,6 +275,7 @@ def _sweep(spec: StudySpec, store: ResultsStore, plan: list[PlannedRun], data_re
                                       result["wall_s"])
                 else:
                     store.record_failed(run.key, result["error"], result["wall_s"])
+                log_recorded(tracker, run.as_row(), result, bar.note)
                 bar.finished(_label(run.as_row()), result["status"] == "done", result["wall_s"],
                              result.get("error"), run.kind)
     bar.close()
