@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -21,9 +22,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export_mix(args: argparse.Namespace) -> int:
+    from forgetlaw.console import is_terminal
     from forgetlaw.integrations.export import export_mix, load_mix_spec, summary_lines
 
     spec = load_mix_spec(args.spec)
+    if not is_terminal(sys.stderr):  # datasets' own bars are for terminals; logs get our summary
+        import datasets
+
+        datasets.disable_progress_bars()
     manifest = export_mix(spec, args.out)
     if args.json:
         print(json.dumps(manifest))

@@ -114,14 +114,18 @@ def _anchor(source: str | None, base: Path) -> str | None:
 
 # ---- reading a source ---------------------------------------------------------------------------
 
-def load_source(source: str, field: str):
+def _check_exists(source: str | None, field: str) -> None:
+    if source is not None and not source.startswith("hf:") and not Path(source).expanduser().exists():
+        raise UserError(f"{field}: {source} does not exist; give a JSONL or text file, a folder, a "
+                        "save_to_disk folder, a .npy token array or hf:NAME")
+
+
+def load_source(source: str, field: str, cache_dir: str | None = None):
     """A source of the spec as what `inject` takes: a token array, a Dataset or an IterableDataset."""
     if source.startswith("hf:"):
         return _hub(require_datasets(), source[3:])
+    _check_exists(source, field)
     path = Path(source).expanduser()
-    if not path.exists():
-        raise UserError(f"{field}: {path} does not exist; give a JSONL or text file, a folder, a "
-                        "save_to_disk folder, a .npy token array or hf:NAME")
     if path.suffix == ".npy":
         tokens = np.load(path, mmap_mode="r")
         if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
@@ -136,7 +140,7 @@ def load_source(source: str, field: str):
             loaded = loaded["train"]
         return loaded
     if path.is_file() and path.name.endswith((".jsonl", ".jsonl.gz", ".json")):
-        return datasets.load_dataset("json", data_files=str(path), split="train")
+        return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=cache_dir)
     # A text file (one document per blank-line-separated block) or a folder of text files.
     return datasets.Dataset.from_dict({"text": list(byo.documents(path, field))})
 
@@ -159,18 +163,22 @@ def export_mix(spec: MixSpec, out: str | Path) -> dict:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is not empty; give a new folder")
-    plan = plan_mix(load_source(spec.target, "target"),
-                    load_source(spec.pretrain, "pretrain") if spec.pretrain and spec.p > 0 else None,
-                    spec.p, spec.seed, num_sequences=spec.sequences, epochs=spec.epochs, seq_len=spec.seq_len,
-                    text_column=spec.text_column, pretrain_column=spec.pretrain_column, mark=spec.mark,
-                    shuffle=spec.shuffle)
+    for field in ("target", "pretrain"):  # both, before reading either (a missing one wastes no time)
+        _check_exists(getattr(spec, field), field)
     staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
+        cache = str(staging / ".cache")  # datasets' arrow files of the sources: gone with the staging
+        plan = plan_mix(load_source(spec.target, "target", cache),
+                        load_source(spec.pretrain, "pretrain", cache) if spec.pretrain and spec.p > 0 else None,
+                        spec.p, spec.seed, num_sequences=spec.sequences, epochs=spec.epochs, seq_len=spec.seq_len,
+                        text_column=spec.text_column, pretrain_column=spec.pretrain_column, mark=spec.mark,
+                        shuffle=spec.shuffle)
         stats = _write(plan, spec, staging)
         manifest = {"spec": spec.model_dump(mode="json"), **stats, "weights": trainer_weights(spec.p, stats),
                     "code_version": code_version(), "spec_hash": config_hash(spec)}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        shutil.rmtree(staging / ".cache", ignore_errors=True)
         if out.exists():
             out.rmdir()
         os.replace(staging, out)
@@ -213,12 +221,9 @@ def _write(plan: MixPlan, spec: MixSpec, folder: Path) -> dict:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         written = {"file": MIX_FILE, "sha256": file_sha256(folder / MIX_FILE)}
     else:
-        cache = folder / ".cache"
-        dataset = require_datasets().Dataset.from_generator(lambda: rows, cache_dir=str(cache),
+        dataset = require_datasets().Dataset.from_generator(lambda: rows, cache_dir=str(folder / ".cache"),
                                                              fingerprint=uuid.uuid4().hex)
         dataset.save_to_disk(str(folder / DATASET_DIR))
-        del dataset
-        shutil.rmtree(cache, ignore_errors=True)
         written = {"file": DATASET_DIR}
     return {**tally.stats(), **written}
 
