@@ -174,3 +174,43 @@ def test_appending_to_a_foreign_csv_is_refused(tmp_path):
     pd.DataFrame({"a": [1]}).to_csv(other, index=False)
     with pytest.raises(UserError, match="not those of a results row"):
         append_row(other, {"domain": "x"})
+
+
+def test_pretrain_val_loss_reaches_the_trainers_own_mlflow_callback(tmp_path, corpora, monkeypatch):
+    pytest.importorskip("mlflow")
+    from datasets import Dataset
+    from mlflow import MlflowClient
+
+    uri = f"file:{tmp_path / 'mlruns'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "hf")
+    val = validation_windows(corpora["target_val"], SEQ, 512)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=8, per_device_train_batch_size=4,
+                             eval_strategy="steps", eval_steps=4, report_to=["mlflow"], use_cpu=True,
+                             save_strategy="no", disable_tqdm=True, logging_steps=4)
+    trainer = Trainer(model=tiny_gpt2(), args=args,
+                      train_dataset=inject(corpora["target_train"][:2000], corpora["pretrain_train"], 0.2,
+                                           seq_len=SEQ),
+                      eval_dataset=Dataset.from_dict({"input_ids": val.tolist(), "labels": val.tolist()}))
+    callback = attach(trainer, corpora["pretrain_val"], seq_len=SEQ, injection=0.2)
+    trainer.train()
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("hf").experiment_id])
+    history = client.get_metric_history(run.info.run_id, "pretrain_val_loss")
+    assert history[0].value == pytest.approx(callback.l0)  # MLflow stores what the Trainer logged
+    assert len(history) == 1 + sum(not math.isnan(c["pretrain_val_loss"]) for c in callback.curve)
+    assert run.data.metrics["pretrain_loss"] == pytest.approx(callback.row["pretrain_loss"])
+
+
+def test_a_callback_without_its_trainer_says_how_to_attach_it(tmp_path, corpora):
+    from datasets import Dataset
+
+    val = validation_windows(corpora["target_val"], SEQ, 256)
+    args = TrainingArguments(output_dir=str(tmp_path / "o"), max_steps=2, report_to=[], use_cpu=True,
+                             save_strategy="no", disable_tqdm=True)
+    callback = ForgettingCallback(corpora["pretrain_val"], seq_len=SEQ)
+    trainer = Trainer(model=tiny_gpt2(), args=args, callbacks=[callback],
+                      train_dataset=Dataset.from_dict({"input_ids": val.tolist(), "labels": val.tolist()}))
+    with pytest.raises(UserError, match="attach"):
+        trainer.train()

@@ -89,7 +89,7 @@ class ForgettingCallback(TrainerCallback):
     def _log(self, logs: dict) -> None:
         if self.trainer is None:
             raise UserError("ForgettingCallback logs through the Trainer: register it with "
-                            "forgetlaw.integrations.hf.attach(trainer, ...) or pass trainer=")
+                            "forgetlaw.integrations.hf.attach(trainer, ...), or set callback.trainer = trainer")
         self.trainer.log(dict(logs))
 
     # ---- Trainer events ----
