@@ -100,7 +100,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{time.perf_counter() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
 
-    store = build_data(config, progress=progress)
+    store = build_data(config, progress=progress, bar=not args.quiet)
     print(_table(store.rows(), ["corpus", "source", "documents", "mb", "tokens"]))
     print(f"built in {time.perf_counter() - started:.1f} s: {store.root} "
           f"(manifest {store.manifest_hash}, vocab {store.vocab_size})")

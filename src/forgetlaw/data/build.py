@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from forgetlaw.console import is_terminal, progress_bar
 from forgetlaw.data import byo, documents, sources, tokenizer
 from forgetlaw.data.acquire import file_lock, materialize
 from forgetlaw.data.config import DataConfig
@@ -84,8 +86,11 @@ def build_root(config: DataConfig) -> Path:
     return config.data_dir / f"build-{build_key(config)}"
 
 
-def build_data(config: DataConfig, progress: Progress | None = None) -> DataStore:
-    """Build what is missing (generic corpus, tokenizer, requested domains) and return the store."""
+def build_data(config: DataConfig, progress: Progress | None = None, *, bar: bool = False) -> DataStore:
+    """Build what is missing (generic corpus, tokenizer, requested domains) and return the store.
+
+    bar: when stderr is a terminal, a progress bar with an ETA over the corpora to build, the
+    progress messages shown as its postfix instead of going to `progress` (elsewhere: `progress`)."""
     progress = progress or _quiet
     _check_request(config)
     root = build_root(config)
@@ -94,9 +99,12 @@ def build_data(config: DataConfig, progress: Progress | None = None) -> DataStor
         manifest = read_manifest(root)
         if manifest is not None and all(n in manifest["corpora"] for n in config.domains):
             return DataStore(root, manifest, list(config.domains))
+        meter = _build_meter(config, manifest, bar)
+        progress = meter.set_postfix_str if bar and is_terminal(sys.stderr) else progress
         if manifest is None:
             manifest = _build_pretrain(config, root, progress)
             write_manifest(root, manifest)
+            meter.update()
         tok = tokenizer.load(root / manifest["tokenizer"]["path"])
         for name in config.domains:
             if name in manifest["corpora"]:
@@ -106,7 +114,15 @@ def build_data(config: DataConfig, progress: Progress | None = None) -> DataStor
             manifest["corpora"][name] = _store_corpus(name, train, val, records, tok, root, progress)
             manifest["timings_s"][name] = round(time.perf_counter() - started, 2)
             write_manifest(root, manifest)  # after each domain: an interrupted build keeps its work
+            meter.update()
+        meter.close()
     return DataStore(root, manifest, list(config.domains))
+
+
+def _build_meter(config: DataConfig, manifest: dict | None, bar: bool):
+    """The bar of `build_data`: one unit per corpus still to build (the generic one first)."""
+    todo = (manifest is None) + sum(manifest is None or n not in manifest["corpora"] for n in config.domains)
+    return progress_bar(todo, "data build", enabled=bar and is_terminal(sys.stderr), unit="corpus")
 
 
 def _build_pretrain(config: DataConfig, root: Path, progress: Progress) -> dict:

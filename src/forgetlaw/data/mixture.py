@@ -149,6 +149,15 @@ class PretrainStream:
         return self._windows.take(np.arange(first, first + self.batch_size))
 
 
+def injected_count(injection_fraction: float, k) -> np.ndarray:
+    """Pretraining sequences among the first k of an injection stream: floor(p * k), the rule of
+    `InjectionStream` (sequence j is injected exactly when the count grows from j to j + 1). Public so
+    that other mixers (forgetlaw.integrations.datasets) follow the same rule."""
+    # The tiny epsilon keeps p * k that is an integer in exact arithmetic (0.05 * 20) from
+    # flooring one below it through rounding.
+    return np.floor(injection_fraction * np.asarray(k, dtype=np.float64) + 1e-9).astype(np.int64)
+
+
 @dataclass
 class Batch:
     tokens: np.ndarray  # [B, seq_len + 1] int64
@@ -214,9 +223,7 @@ class InjectionStream:
         return self._target.per_epoch / (self.batch_size * (1.0 - self.injection_fraction))
 
     def _injected_so_far(self, k: np.ndarray) -> np.ndarray:
-        # The tiny epsilon keeps p * k that is an integer in exact arithmetic (0.05 * 20) from
-        # flooring one below it through rounding.
-        return np.floor(self.injection_fraction * k + 1e-9).astype(np.int64)
+        return injected_count(self.injection_fraction, k)
 
     def next_batch(self) -> Batch:
         first = self.n_pretrain + self.n_target

@@ -1,11 +1,15 @@
 """Progress over a study: runs done and failed, what is running, an ETA. One line per event on a
-non-terminal (logs, CI); the same line refreshed in place on a terminal."""
+non-terminal (logs, CI); on a terminal a progress bar (`forgetlaw.console.progress_bar`, tqdm) over
+the runs left to this session, with its ETA and the study's counts beside it, and the finished runs'
+lines printed above it."""
 
 from __future__ import annotations
 
 import sys
 import time
 from typing import TextIO
+
+from forgetlaw.console import is_terminal, progress_bar
 
 
 def _duration(seconds: float) -> str:
@@ -22,7 +26,7 @@ class StudyProgress:
         self.total, self.done, self.failed, self.slots = total, done, failed, max(1, slots)
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.tty = is_terminal(self.stream)
         self.start = time.monotonic()
         self.finished_here = 0
         self.running = 0
@@ -30,6 +34,10 @@ class StudyProgress:
         # cost very different amounts, so the ETA prices each kind at its own mean.
         self.remaining = dict(remaining or {"finetune": total - done - failed})
         self.walls: dict[str, list[float]] = {kind: [] for kind in self.remaining}
+        # The bar counts this session's runs only: runs finished before a resume would make its
+        # rate (and so its ETA) look far faster than the runs left.
+        self.bar = (progress_bar(max(0, total - done - failed), "study", self.stream, unit="run")
+                    if enabled and self.tty else None)
 
     def eta_s(self) -> float | None:
         seen = [w for walls in self.walls.values() for w in walls]
@@ -40,10 +48,12 @@ class StudyProgress:
                    for k, n in self.remaining.items())
         return work / self.slots
 
+    def counts(self) -> str:
+        return f"{self.done}/{self.total} done, {self.failed} failed, {self.running} running"
+
     def line(self) -> str:
         eta = self.eta_s()
-        return (f"study: {self.done}/{self.total} done, {self.failed} failed, {self.running} running, "
-                f"elapsed {_duration(time.monotonic() - self.start)}"
+        return (f"study: {self.counts()}, elapsed {_duration(time.monotonic() - self.start)}"
                 + (f", ETA {_duration(eta)}" if eta is not None else ""))
 
     def note(self, message: str) -> None:
@@ -66,6 +76,8 @@ class StudyProgress:
             self.done += 1
         else:
             self.failed += 1
+        if self.bar is not None:
+            self.bar.update()
         status = "done" if ok else "FAILED"
         wall = f" in {wall_s:.1f}s" if wall_s is not None else ""
         reason = f": {error.splitlines()[0]}" if error and not ok else ""
@@ -75,13 +87,12 @@ class StudyProgress:
     def show(self) -> None:
         if not self.enabled:
             return
-        if self.tty:
-            self.stream.write("\r\033[K" + self.line())
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.set_postfix_str(self.counts())  # redraws the bar under any line just printed
         else:
             print(self.line(), file=self.stream, flush=True)
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

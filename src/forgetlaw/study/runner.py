@@ -29,6 +29,7 @@ from forgetlaw.study.progress import StudyProgress
 from forgetlaw.study.spec import StudySpec
 from forgetlaw.study.store import STORE_NAME, ResultsStore
 from forgetlaw.study.tasks import DataRef, Task
+from forgetlaw.study.tracking import log_recorded, open_tracker
 
 LOCK_NAME = ".sweep.lock"
 
@@ -210,9 +211,20 @@ def run_study(spec: StudySpec, out_dir: str | Path, executor: str = "local", wor
     results are bit-identical only at equal thread counts); data: a `forgetlaw.data.DataStore` or
     token arrays {"generic": {"train", "val"}, domain: {...}} instead of the spec's data section."""
     study_dir = Path(out_dir).resolve()
+    tracker = open_tracker(spec.execution.tracker, spec.name, study_dir)  # before anything is written
+    try:
+        return _run_study(spec, study_dir, executor, workers, address, retry_failed, data, threads, progress,
+                          stream if stream is not None else sys.stderr, tracker)
+    finally:
+        if tracker is not None:
+            tracker.close()
+
+
+def _run_study(spec: StudySpec, study_dir: Path, executor: str, workers: int | None, address: str | None,
+               retry_failed: bool, data: Any, threads: int | None, progress: bool, stream: TextIO,
+               tracker: Any) -> StudyOutcome:
     new_folder = not study_dir.exists()
     study_dir.mkdir(parents=True, exist_ok=True)
-    stream = stream if stream is not None else sys.stderr
     start = time.monotonic()
 
     def note(message: str) -> None:
@@ -237,7 +249,7 @@ def run_study(spec: StudySpec, out_dir: str | Path, executor: str = "local", wor
                 # Workers start only when there is work: a finished study reopens in a blink.
                 pool = make_executor(executor, workers, address, threads, device=spec.execution.device)
                 try:
-                    _sweep(spec, store, plan, data_ref, study_dir, pool, progress, stream)
+                    _sweep(spec, store, plan, data_ref, study_dir, pool, progress, stream, tracker)
                 finally:
                     pool.close()
             return _outcome(spec, store, plan, study_dir, redone, time.monotonic() - start, note)
@@ -257,7 +269,7 @@ def _outcome(spec: StudySpec, store: ResultsStore, plan: list[PlannedRun], study
 
 
 def _sweep(spec: StudySpec, store: ResultsStore, plan: list[PlannedRun], data_ref: DataRef,
-           study_dir: Path, pool: Any, progress: bool, stream: TextIO) -> None:
+           study_dir: Path, pool: Any, progress: bool, stream: TextIO, tracker: Any = None) -> None:
     version = code_version()
     status = {r["key"]: r for r in store.runs()}
     planned = {run.key: run for run in plan}
@@ -335,6 +347,7 @@ def _sweep(spec: StudySpec, store: ResultsStore, plan: list[PlannedRun], data_re
                                       result["wall_s"])
                 else:
                     store.record_failed(run.key, result["error"], result["wall_s"])
+                log_recorded(tracker, run.as_row(), result, bar.note)
                 bar.finished(_label(run.as_row()), result["status"] == "done", result["wall_s"],
                              result.get("error"), run.kind)
     bar.close()

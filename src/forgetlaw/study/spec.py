@@ -210,6 +210,9 @@ class ExecutionSpec(_Strict):
     vectorize: bool = False
     # Seconds between progress lines from inside a run.
     progress_every_s: float = Field(default=10.0, gt=0)
+    # Where the sweep also logs every run (cell as parameters, curve as metrics): none, mlflow, wandb,
+    # or any tracker registered under the `forgetlaw.trackers` entry points (forgetlaw.study.tracking).
+    tracker: str = "none"
 
 
 class StudySpec(_Strict):
