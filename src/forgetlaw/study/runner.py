@@ -26,8 +26,9 @@ from forgetlaw.study.executors import make_executor
 from forgetlaw.study.plan import PlannedRun, plan_study
 from forgetlaw.study.progress import StudyProgress
 from forgetlaw.study.spec import StudySpec
-from forgetlaw.study.store import STORE_NAME, ResultsStore
+from forgetlaw.study.store import STORE_NAME, ResultsStore, is_disk_full, stop_when_disk_full
 from forgetlaw.study.tasks import DataRef, Task
+from forgetlaw.study.verify import check_at_start
 
 LOCK_NAME = ".sweep.lock"
 
@@ -155,9 +156,10 @@ def run_study(spec: StudySpec, out_dir: str | Path, executor: str = "local", wor
         if progress:
             print(message, file=stream, flush=True)
 
-    with study_lock(study_dir):
+    with stop_when_disk_full(study_dir), study_lock(study_dir):
         store = ResultsStore(study_dir / STORE_NAME)
         try:
+            note(check_at_start(store, study_dir))
             data_ref, domains = resolve_data(spec, study_dir, data, note)
             plan = plan_study(spec, data_ref.vocab_size, data_ref.manifest_hash, domains)
             (study_dir / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
@@ -190,6 +192,12 @@ def run_study(spec: StudySpec, out_dir: str | Path, executor: str = "local", wor
             return outcome
         finally:
             store.close()
+
+
+def _pretrain_execution(spec: StudySpec) -> dict[str, Any]:
+    """Pretraining settings that are not in the run keys, passed to the worker beside the config."""
+    every_s = spec.pretrain.checkpoint_every_s
+    return {} if every_s is None else {"checkpoint_every_s": every_s}
 
 
 def _sweep(spec: StudySpec, store: ResultsStore, plan: list[PlannedRun], data_ref: DataRef,
@@ -247,7 +255,7 @@ def _sweep(spec: StudySpec, store: ResultsStore, plan: list[PlannedRun], data_re
                               study_dir=str(study_dir), threads=pool.threads, base_checkpoint=checkpoint,
                               vectorize=spec.execution.vectorize,
                               progress_every_s=spec.execution.progress_every_s,
-                              parent_pid=pool.parent_pid))
+                              parent_pid=pool.parent_pid, pretrain_execution=_pretrain_execution(spec)))
         return tasks
 
     while True:
@@ -262,6 +270,8 @@ def _sweep(spec: StudySpec, store: ResultsStore, plan: list[PlannedRun], data_re
         for handle, outcome in pool.wait(list(in_flight), timeout=1.0):
             task = in_flight.pop(handle)
             if isinstance(outcome, BaseException):
+                if is_disk_full(outcome):  # run_study turns it into the one-line "disk full" error
+                    raise outcome
                 error = f"worker died: {type(outcome).__name__}: {outcome}"
                 outcome = [{"key": key, "status": "failed", "error": error, "wall_s": None} for key in task.keys]
             for result in outcome:

@@ -51,6 +51,8 @@ class Task:
     vectorize: bool = False
     progress_every_s: float = 10.0
     parent_pid: int | None = None
+    # Execution-only pretraining settings, left out of the run's (keyed) config: checkpoint_every_s.
+    pretrain_execution: dict[str, Any] = field(default_factory=dict)
 
     @property
     def keys(self) -> list[str]:
@@ -125,6 +127,10 @@ def _run_one(task: Task, run: tuple[str, dict[str, Any]], fn) -> dict[str, Any]:
     try:
         summary, curve, result = fn(task, key, config)
     except Exception as exc:
+        from forgetlaw.study.store import is_disk_full
+
+        if is_disk_full(exc):  # not the run's failure: the sweep stops, and a rerun resumes
+            raise
         return {"key": key, "status": "failed", "error": _error_text(exc),
                 "wall_s": time.perf_counter() - start}
     return {"key": key, "status": "done", "error": None, "summary": summary, "curve": curve,
@@ -141,7 +147,7 @@ def _pretrain(task: Task, key: str, config: dict[str, Any]):
     out_dir = base_dir(task.study_dir, model["name"], key)
     data = task.data
     reporter = _Reporter(f"pretrain {model['name']}", task.progress_every_s, task.parent_pid)
-    result = pretrain(_make(PretrainConfig, config["pretrain"]), model_config,
+    result = pretrain(_make(PretrainConfig, {**config["pretrain"], **task.pretrain_execution}), model_config,
                       data.tokens(data.pretrain_corpus, "train"), data.tokens(data.pretrain_corpus, "val"),
                       out_dir, progress=reporter)
     summary = {
