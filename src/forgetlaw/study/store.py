@@ -91,7 +91,10 @@ def is_disk_full(exc: BaseException) -> bool:
     "database or disk is full", or an OSError ENOSPC/EFBIG/EDQUOT from a checkpoint or token write."""
     if isinstance(exc, sqlite3.OperationalError):
         return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc)
-    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    cause = getattr(exc, "cause", None)  # Ray's RayTaskError carries the worker's exception here
+    return isinstance(cause, BaseException) and cause is not exc and is_disk_full(cause)
 
 
 def disk_full_error(study_dir: str | Path) -> UserError:
