@@ -94,8 +94,8 @@ def read_checkpoint(path: Path) -> dict:
     except Exception:  # a text file, a truncated save, another framework's file: the user's file
         payload = None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{path} is not a forgetlaw checkpoint (truncated, or another format); "
-                        "pass the checkpoint.pt that pretrain wrote, or pretrain again")
+        raise UserError(f"{path} is not a forgetlaw checkpoint (truncated, or another format); pass the "
+                        "checkpoint.pt that pretrain wrote, or delete it and pretrain again")
     return payload
 
 
