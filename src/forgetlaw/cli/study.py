@@ -1,4 +1,4 @@
-"""`forgetlaw sweep` (run or resume a study) and `forgetlaw results` (export, status)."""
+"""`forgetlaw sweep` (run or resume a study) and `forgetlaw results` (export, status, verify)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--quiet", action="store_true", help="no progress lines")
     sweep.set_defaults(func=_sweep)
 
-    results = subparsers.add_parser("results", help="the results of a study: export the table, show status")
+    results = subparsers.add_parser("results", help="the results of a study: export the table, show status, verify")
     verbs = results.add_subparsers(dest="results_command", metavar="VERB", parser_class=type(results))
     export = verbs.add_parser("export", help="write the canonical results table (CSV or Parquet)")
     export.add_argument("study_dir", metavar="DIR")
@@ -35,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status = verbs.add_parser("status", help="runs by status, and the errors of failed runs")
     status.add_argument("study_dir", metavar="DIR")
     status.set_defaults(func=_status)
+    verify = verbs.add_parser("verify", help="check a study folder: store integrity, run keys, results, checkpoints",
+                              description="Exit 0 when the study is sound, 1 with one line per problem.")
+    verify.add_argument("study_dir", metavar="DIR")
+    verify.add_argument("--quick", action="store_true", help="skip loading the base checkpoints")
+    verify.set_defaults(func=_verify)
     results.set_defaults(func=lambda args: results.print_help(sys.stderr) or 2)
 
 
@@ -85,4 +90,18 @@ def _status(args: argparse.Namespace) -> int:
                   f"D={run['unique_tokens']} p={run['injection']} seed={run['seed']}: {first}")
     finally:
         store.close()
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from forgetlaw.study.verify import verify_study
+
+    problems, checked = verify_study(args.study_dir, deep=not args.quick)
+    for line in problems:
+        print(line)
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.study_dir}", file=sys.stderr)
+        return 1
+    loaded = "" if args.quick else f", {checked['checkpoints']} base checkpoint(s) load"
+    print(f"ok: {args.study_dir} ({checked['runs']} runs: integrity, keys and results complete{loaded})")
     return 0

@@ -56,6 +56,16 @@ def _check_request(config: DataConfig) -> None:
         if name in sources.SOURCES and sources.SOURCES[name].kind == sources.GENERATED:
             raise UserError(f"source_dirs: '{name}' is generated, not read; to use your own text "
                             f"instead, give --source-dir math=PATH")
+    # Every local path is checked before anything is built: a typo in the last one must not cost the
+    # minutes of building the others first.
+    for name, spec in sorted(config.source_dirs.items()):
+        path = Path(str(spec)).expanduser()
+        if not str(spec).startswith("hf:") and not path.exists():
+            raise UserError(f"source dir {name}={spec} (--source-dir, data.source_dirs): {path} does not "
+                            "exist; fix the path or leave it out (nothing was built)")
+    if config.tokenizer is not None and not Path(config.tokenizer).expanduser().is_dir():
+        raise UserError(f"tokenizer: {config.tokenizer} is not a folder; give a Hugging Face tokenizer "
+                        "folder (save_pretrained output) or leave it out (nothing was built)")
 
 
 def _fingerprint(spec: Path | str) -> str:
@@ -97,7 +107,10 @@ def build_data(config: DataConfig, progress: Progress | None = None, *, bar: boo
     root.mkdir(parents=True, exist_ok=True)
     with file_lock(root / ".lock"):
         manifest = read_manifest(root)
-        if manifest is not None and all(n in manifest["corpora"] for n in config.domains):
+        stale = stale_domains(manifest, config) if manifest is not None else []
+        for name in stale:
+            progress(f"{name}: its recipe's sources changed since this build made it; building it again")
+        if manifest is not None and all(n in manifest["corpora"] and n not in stale for n in config.domains):
             return DataStore(root, manifest, list(config.domains))
         meter = _build_meter(config, manifest, bar)
         progress = meter.set_postfix_str if bar and is_terminal(sys.stderr) else progress
@@ -107,7 +120,7 @@ def build_data(config: DataConfig, progress: Progress | None = None, *, bar: boo
             meter.update()
         tok = tokenizer.load(root / manifest["tokenizer"]["path"])
         for name in config.domains:
-            if name in manifest["corpora"]:
+            if name in manifest["corpora"] and name not in stale:
                 continue
             started = time.perf_counter()
             train, val, records = collect(name, config, progress)
@@ -123,6 +136,43 @@ def _build_meter(config: DataConfig, manifest: dict | None, bar: bool):
     """The bar of `build_data`: one unit per corpus still to build (the generic one first)."""
     todo = (manifest is None) + sum(manifest is None or n not in manifest["corpora"] for n in config.domains)
     return progress_bar(todo, "data build", enabled=bar and is_terminal(sys.stderr), unit="corpus")
+
+
+def _made_of(artefacts: list[dict]) -> list:
+    """What a source record says its documents came from: (package, version) per artefact, or the
+    kind of source ("disk", "generated") for sources that are not packages."""
+    out = []
+    for artefact in artefacts:
+        manager = artefact.get("manager")
+        if manager in ("apt", "npm", "pip", "local"):
+            out.append((artefact.get("package"), artefact.get("version", artefact.get("pinned_version"))))
+        else:
+            out.append(manager)
+    return out
+
+
+def _recipe_made_of(source: sources.Source) -> list:
+    if source.artefacts:
+        return [(a.package, a.version) for a in source.artefacts]
+    return [sources.DISK if source.disk_root else "generated"]
+
+
+def stale_domains(manifest: dict, config: DataConfig) -> list[str]:
+    """Requested built-in domains whose stored sources are not those their recipe names now (a pin
+    moved, or a source that was read from disk is now a pinned package): they are built again. The
+    generic corpus is never rebuilt this way (the tokenizer is trained on it); a new build key is
+    needed for that."""
+    stale = []
+    for name in config.domains:
+        entry = manifest["corpora"].get(name)
+        recipe = sources.DOMAINS.get(name)
+        if entry is None or recipe is None or name in config.source_dirs:
+            continue
+        stored = [(r.get("name"), _made_of(r.get("artefacts", []))) for r in entry["sources"]]
+        wanted = [(s, _recipe_made_of(sources.SOURCES[s])) for s, _ in recipe.mix]
+        if stored != wanted:
+            stale.append(name)
+    return stale
 
 
 def _build_pretrain(config: DataConfig, root: Path, progress: Progress) -> dict:

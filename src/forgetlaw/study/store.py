@@ -13,6 +13,8 @@ either the whole result or none of it; a run caught `running` by a kill is simpl
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import math
 import sqlite3
@@ -77,6 +79,87 @@ CREATE TABLE IF NOT EXISTS summaries (
 """
 
 
+# SQLite's primary result codes (the sqlite3 module names them only from Python 3.11 on).
+SQLITE_PERM, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = (
+    3, 8, 10, 11, 13, 14, 26)
+# errno of a write that found no room: ENOSPC (device full), EFBIG (a file size limit), EDQUOT (quota).
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a failed write means the disk (or a quota or size limit) is full: SQLite's
+    "database or disk is full", or an OSError ENOSPC/EFBIG/EDQUOT from a checkpoint or token write."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc)
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    cause = getattr(exc, "cause", None)  # Ray's RayTaskError carries the worker's exception here
+    return isinstance(cause, BaseException) and cause is not exc and is_disk_full(cause)
+
+
+def disk_full_error(study_dir: str | Path) -> UserError:
+    """The one line a sweep stops with when its disk fills up."""
+    return UserError(f"the disk holding {study_dir} is full; nothing finished is lost (finished runs are "
+                     "committed to the store); free some space and run the same command again to resume")
+
+
+@contextmanager
+def stop_when_disk_full(study_dir: str | Path) -> Iterator[None]:
+    """Around a sweep: a full disk (the store's commit, a checkpoint or a token write) becomes the
+    one-line `disk_full_error` instead of a traceback."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(study_dir) from None
+        raise
+
+
+class DamagedStore(UserError):
+    """A store SQLite cannot read: "file is not a database", "database disk image is malformed"."""
+
+    def __init__(self, path: Path, detail: Any):
+        self.path, self.detail = Path(path), str(detail)
+        super().__init__(f"{path} is damaged ({detail}); run 'forgetlaw results verify {self.path.parent}' to "
+                         f"see what is wrong, then {REPAIR}")
+
+
+REPAIR = "restore the file from a backup, or move it away and run the sweep again to redo the study"
+
+
+def damaged_store_error(path: Path, detail: Any) -> DamagedStore:
+    return DamagedStore(path, detail)
+
+
+def store_error(path: Path, exc: sqlite3.DatabaseError) -> UserError | None:
+    """The one-line UserError for an SQLite error that is the file's fault, not a bug: damaged
+    ("file is not a database", "malformed"), or unreadable/unwritable. None for the rest (a full disk
+    included: the sweep reports it, see `is_disk_full`)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF  # extended codes carry the primary one in the low byte
+    text = str(exc)
+    if primary in (SQLITE_CORRUPT, SQLITE_NOTADB) or "malformed" in text or "not a database" in text:
+        return damaged_store_error(path, exc)
+    if primary in (SQLITE_CANTOPEN, SQLITE_READONLY, SQLITE_PERM, SQLITE_IOERR):
+        return UserError(f"{path}: SQLite cannot read or write it ({exc}); check that its folder exists, "
+                         "that you may write there, and that the disk has room")
+    return None
+
+
+def _readable(method):
+    """Store methods turn SQLite errors that are the file's fault into a one-line UserError naming the file."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            error = None if is_disk_full(exc) else store_error(self.path, exc)
+            if error is None:
+                raise
+            raise error from None
+    return wrapper
+
+
 def _number(value: Any) -> Any:
     """Plain Python numbers for SQLite (numpy scalars otherwise become blobs)."""
     if value is None or isinstance(value, str):
@@ -109,6 +192,7 @@ def _json(value: Any) -> str:
 class ResultsStore:
     """The SQLite results store of one study. Open one per process; only the sweep's parent writes."""
 
+    @_readable
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,10 +218,24 @@ class ResultsStore:
 
     @classmethod
     def open_existing(cls, study_dir: str | Path) -> ResultsStore:
+        """The store of an existing study, checked first (`PRAGMA quick_check`): a damaged file is one
+        line naming it, not a traceback half-way through a read."""
         path = Path(study_dir) / STORE_NAME
         if not path.is_file():
             raise UserError(f"{study_dir} holds no {STORE_NAME}; give the --out folder of a 'forgetlaw sweep'")
-        return cls(path)
+        store = cls(path)
+        problems = store.check_integrity(quick=True)
+        if problems:
+            store.close()
+            raise damaged_store_error(path, problems[0] + (f" and {len(problems) - 1} more" if len(problems) > 1 else ""))
+        return store
+
+    @_readable
+    def check_integrity(self, quick: bool = False) -> list[str]:
+        """SQLite's own check of every page and index (`quick`: no index contents, O(N)); [] when sound."""
+        rows = self.conn.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check").fetchall()
+        found = [str(row[0]) for row in rows]
+        return [] if found == ["ok"] else found
 
     def close(self) -> None:
         self.conn.close()
@@ -149,20 +247,26 @@ class ResultsStore:
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk does that): a second ROLLBACK would
+            # raise "no transaction is active" and hide the real error.
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
 
     # -- meta ----------------------------------------------------------------------------------------
+    @_readable
     def set_meta(self, key: str, value: Any) -> None:
         with self.transaction() as c:
             c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, _json(value)))
 
+    @_readable
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
     # -- runs ----------------------------------------------------------------------------------------
+    @_readable
     def add_runs(self, runs: Iterable[Mapping[str, Any]]) -> int:
         """Insert planned runs that are not there yet (a run already known keeps its status). Returns
         the number of new runs."""
@@ -181,11 +285,13 @@ class ResultsStore:
                 added += cur.rowcount
         return added
 
+    @_readable
     def reset_interrupted(self) -> int:
         """Runs left `running` by a killed sweep go back to pending (they are redone from scratch)."""
         with self.transaction() as c:
             return c.execute("UPDATE runs SET status='pending', started_at=NULL WHERE status='running'").rowcount
 
+    @_readable
     def reset_failed(self, keys: Iterable[str] | None = None) -> int:
         with self.transaction() as c:
             if keys is None:
@@ -193,6 +299,7 @@ class ResultsStore:
             return sum(c.execute("UPDATE runs SET status='pending' WHERE status='failed' AND key=?", (k,)).rowcount
                        for k in keys)
 
+    @_readable
     def mark_running(self, keys: Iterable[str], code_version: str) -> None:
         now = time.time()
         with self.transaction() as c:
@@ -203,6 +310,7 @@ class ResultsStore:
                     (now, code_version, key),
                 )
 
+    @_readable
     def record_done(self, key: str, summary: Mapping[str, Any], curve: list[Mapping[str, Any]] = (),
                     result: Mapping[str, Any] | None = None, wall_s: float | None = None) -> None:
         """Curve, summary and status in one transaction. A run already done is never written twice."""
@@ -228,6 +336,7 @@ class ResultsStore:
                 (time.time(), _number(wall_s), _json(result or {}), key),
             )
 
+    @_readable
     def record_failed(self, key: str, error: str, wall_s: float | None = None) -> None:
         with self.transaction() as c:
             c.execute(
@@ -235,10 +344,12 @@ class ResultsStore:
                 (error, time.time(), _number(wall_s), key),
             )
 
+    @_readable
     def get_run(self, key: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM runs WHERE key=?", (key,)).fetchone()
         return None if row is None else _run_dict(row)
 
+    @_readable
     def runs(self, status: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
         query, args = "SELECT * FROM runs WHERE 1=1", []
         if status is not None:
@@ -249,6 +360,7 @@ class ResultsStore:
             args.append(kind)
         return [_run_dict(r) for r in self.conn.execute(query + " ORDER BY created_at, key", args)]
 
+    @_readable
     def counts(self) -> dict[str, dict[str, int]]:
         """{kind: {status: n}} over all runs."""
         out: dict[str, dict[str, int]] = {k: dict.fromkeys(RUN_STATUSES, 0) for k in ("pretrain", "finetune")}
@@ -256,10 +368,12 @@ class ResultsStore:
             out[row["kind"]][row["status"]] = row["n"]
         return out
 
+    @_readable
     def summary(self, key: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT extra FROM summaries WHERE run_key=?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
+    @_readable
     def curve(self, key: str) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             f"SELECT {', '.join(CURVE_COLUMNS)} FROM curves WHERE run_key=? ORDER BY idx", (key,))

@@ -129,6 +129,10 @@ def _run_one(task: Task, run: tuple[str, dict[str, Any]], fn) -> dict[str, Any]:
     try:
         summary, curve, result = fn(task, key, config)
     except Exception as exc:
+        from forgetlaw.study.store import is_disk_full
+
+        if is_disk_full(exc):  # not the run's failure: the sweep stops, and a rerun resumes
+            raise
         return {"key": key, "status": "failed", "error": _error_text(exc),
                 "wall_s": time.perf_counter() - start}
     return {"key": key, "status": "done", "error": None, "summary": summary, "curve": curve,

@@ -2,6 +2,8 @@
 
 The batch at step s is a pure function of (seed, s) (`PretrainStream`), so a checkpoint needs only
 the model, the optimizer, the RNG states and the step: resuming gives bit-identical weights.
+A checkpoint is written every `checkpoint_every` steps and at least every `checkpoint_every_s`
+seconds of training, so frequent interruptions (preemptible nodes) lose at most that much work.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from forgetlaw.data.mixture import PretrainStream, validation_windows
 from forgetlaw.errors import UserError
 from forgetlaw.models.gpt import GPT, GPTConfig, non_embedding_params, total_params
 from forgetlaw.provenance import KEY, NEVER, keyed_fields, provenance
-from forgetlaw.training.checkpoint import read_checkpoint, save_checkpoint
+from forgetlaw.training.checkpoint import read_checkpoint, save_checkpoint, write_text_atomic
 from forgetlaw.training.common import (
     autocast_context,
     check_finite,
@@ -53,12 +55,16 @@ class PretrainConfig:
     compile: bool = False  # torch.compile, CUDA only
     checkpoint_every: int = 500  # steps
     betas: tuple[float, float] = (0.9, 0.95)
-    # Memory, not math (not in the run key): see FinetuneConfig.
+    # Seconds of training between checkpoints, whatever the step count: how a run is executed, not
+    # what it computes (a resume gives the same weights), so it is not part of a run's key.
+    checkpoint_every_s: float = field(default=60.0, metadata={KEY: NEVER})
+    # Memory, not math (not in the run key either): see FinetuneConfig.
     micro_batch_size: int | None = field(default=None, metadata={KEY: NEVER})
     activation_checkpointing: bool = field(default=False, metadata={KEY: NEVER})
 
     def __post_init__(self) -> None:
-        positive = ("tokens_per_param", "batch_size", "seq_len", "lr", "eval_tokens", "checkpoint_every")
+        positive = ("tokens_per_param", "batch_size", "seq_len", "lr", "eval_tokens", "checkpoint_every",
+                    "checkpoint_every_s")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise UserError(f"PretrainConfig.{name} must be positive; got {getattr(self, name)}")
@@ -177,6 +183,7 @@ def pretrain(
     parameters = list(model.parameters())
     ctx = autocast_context(device, config.precision)
     started = time.perf_counter()
+    last_save = time.monotonic()
     log_every = max(1, total_steps // 20)
 
     def save(step: int, done: bool, extra: dict | None = None) -> None:
@@ -205,8 +212,10 @@ def pretrain(
             check_finite(value, "pretraining loss", step)
             if progress:
                 progress(f"pretrain: step {step}/{total_steps} loss {value:.4f} lr {lr:.2e}")
-        if step < total_steps and (step % config.checkpoint_every == 0 or step == max_steps):
+        due = step % config.checkpoint_every == 0 or time.monotonic() - last_save >= config.checkpoint_every_s
+        if step < total_steps and (due or step == max_steps):
             save(step, done=False)
+            last_save = time.monotonic()
         if max_steps is not None and step >= max_steps and step < total_steps:
             saved = read_checkpoint(path)
             return _result(path, {**saved, "pretrain_loss_before": float("nan")}, model_config, completed=False)
@@ -215,7 +224,7 @@ def pretrain(
     check_finite(l0, "pretraining validation loss", step)
     save(step, done=True, extra={"pretrain_loss_before": l0, "lr": config.lr})
     result = _result(path, read_checkpoint(path), model_config)
-    (out_dir / "result.json").write_text(json.dumps(
+    write_text_atomic(out_dir / "result.json", json.dumps(
         {**result.to_dict(), "provenance": provenance(run_identity, config.seed, data_manifest_hash)},
         indent=2, default=str,
     ))
