@@ -15,6 +15,8 @@ from forgetlaw.laws import load_fit
 from forgetlaw.laws.synthetic import synthetic_runs
 
 FORGET = dict(A=50.0, B=20.0, alpha=0.4, beta=0.2)
+FIT_KEYS = {"group", "params", "ci", "mre", "holdout_mre", "mre_forgetting", "holdout_mre_forgetting",
+            "forgetting_error", "n", "ranges", "warnings"}
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +45,14 @@ def test_fit_json_schema_and_save_then_plan(table, tmp_path, capsys):
                           "--holdout", "largest-model", "--json", "--save", fit_path], capsys)
     assert code == 0, err
     obj = json.loads(out)  # exactly one JSON object on stdout
-    assert set(obj) == {"law", "fits"} and obj["law"] == "forgetting"
+    assert set(obj) == {"law", "settings", "fits"} and obj["law"] == "forgetting"
+    assert obj["settings"]["forgetting_floor"] == 0.01
     assert len(obj["fits"]) == 2
     for f in obj["fits"]:
-        assert set(f) == {"group", "params", "ci", "mre", "holdout_mre", "n"}
+        assert set(f) == FIT_KEYS
+        assert isinstance(f["mre_forgetting"], float) and isinstance(f["holdout_mre_forgetting"], float)
+        assert f["forgetting_error"]["rows"] + f["forgetting_error"]["left_out"] == f["n"]
+        assert isinstance(f["warnings"], list)
         assert set(f["params"]) == {"A", "B", "alpha", "beta"}
         assert all(len(v) == 2 and v[0] <= f["params"][k] <= v[1] for k, v in f["ci"].items())
         assert isinstance(f["mre"], float) and isinstance(f["holdout_mre"], float) and f["n"] == 80
