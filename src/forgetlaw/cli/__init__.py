@@ -17,7 +17,7 @@ from forgetlaw.errors import UserError
 
 # Stage modules, in pipeline order. A module that is not there yet is skipped, so the CLI works
 # while a stage is being built.
-STAGES = ("data", "train", "study", "laws", "report")
+STAGES = ("data", "train", "study", "laws", "lawcheck", "report")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -73,7 +73,7 @@ def print_warnings(label: str, warnings: list[str]) -> None:
         print(f"warning ({label}): {w}")
 
 
-def _fmt(x: float | None) -> str:
+def fmt(x: float | None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     return f"{x:.4g}"
@@ -104,7 +104,7 @@ def run_fit(args: argparse.Namespace) -> int:
     print(f"law {law.name}: {law.formula}")
     print_table(*_fit_rows(report))
     for f in report.fits:
-        print_warnings(_group_text(f.group), f.warnings)
+        print_warnings(group_text(f.group), f.warnings)
     if law.role == "forgetting":
         print(f"mre_F: the error on the forgetting F = L_pt - L0, over rows with |F| > "
               f"{args.forgetting_floor:g} (rows left out: in-sample/held-out)")
@@ -123,18 +123,18 @@ def _fit_rows(report) -> tuple[list[str], list[list[str]]]:
               "n", "starts ok/best/all", "at bound"]
     rows = []
     for f in report.fits:
-        cells = [_group_text(f.group)]
+        cells = [group_text(f.group)]
         for name in names:
-            cell = _fmt(f.params[name])
+            cell = fmt(f.params[name])
             if f.ci:
-                cell += f" [{_fmt(f.ci[name][0])}, {_fmt(f.ci[name][1])}]"
+                cell += f" [{fmt(f.ci[name][0])}, {fmt(f.ci[name][1])}]"
             cells.append(cell)
         d = f.diagnostics
-        cells += [_fmt(f.mre), _fmt(f.holdout_mre)]
+        cells += [fmt(f.mre), fmt(f.holdout_mre)]
         if forgetting:
             e = d["forgetting_error"]
             held = "-" if e["holdout_left_out"] is None else str(e["holdout_left_out"])
-            cells += [_fmt(f.mre_forgetting), _fmt(f.holdout_mre_forgetting), f"{e['left_out']}/{held}"]
+            cells += [fmt(f.mre_forgetting), fmt(f.holdout_mre_forgetting), f"{e['left_out']}/{held}"]
         cells += [str(f.n), f"{d['converged_starts']}/{d['starts_at_best']}/{d['starts']}",
                   ",".join(d["at_bound"]) or "-"]
         rows.append(cells)
@@ -147,7 +147,7 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
-def _group_text(group: dict | None) -> str:
+def group_text(group: dict | None) -> str:
     return "all" if not group else ",".join(str(v) for v in group.values())
 
 
@@ -183,13 +183,13 @@ def _budget_text(plan) -> str:
 
 
 def _print_plan(plan) -> None:
-    where = f" ({_group_text(plan.group)})" if plan.group else ""
+    where = f" ({group_text(plan.group)})" if plan.group else ""
     print(f"law {plan.law}{where}: N = {plan.model_size:g}, D = {plan.unique_tokens:g}, "
           f"L0 = {plan.pretrain_loss_before:.4g}, forgetting budget {_budget_text(plan)}")
     if plan.feasible:
         ci = ""
         if plan.ci:
-            ci = f"  CI [{_fmt(plan.ci[0])}, {_fmt(plan.ci[1]) if plan.ci[1] is not None else 'infeasible'}]"
+            ci = f"  CI [{fmt(plan.ci[0])}, {fmt(plan.ci[1]) if plan.ci[1] is not None else 'infeasible'}]"
         print(f"minimum injection p = {plan.injection:.4g}{ci}")
         print(f"predicted pretrain loss {plan.predicted_pretrain_loss:.4g} (forgetting {plan.predicted_forgetting:.4g})")
         if plan.prob_over_budget is not None:
@@ -206,4 +206,4 @@ def _print_plan(plan) -> None:
     print("p        pretrain_loss  forgetting  finetune_loss")
     for row in plan.grid:
         print(f"{row['injection']:<8g} {row['pretrain_loss']:<14.4g} {row['forgetting']:<11.4g} "
-              f"{_fmt(row['finetune_loss'])}")
+              f"{fmt(row['finetune_loss'])}")
