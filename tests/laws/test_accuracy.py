@@ -145,3 +145,13 @@ def test_one_d_leaves_beta_confounded():
     df = synthetic_runs("forgetting", TRUTH, 40, noise=0.003, seed=9, unique_tokens=(1e6,))
     (g,) = fit(df, "forgetting").fits
     assert any("one unique_tokens (1e+06): A and beta are confounded" in w for w in g.warnings)
+
+
+def test_largest_model_holdout_on_one_model_says_what_to_use_instead():
+    from forgetlaw.errors import UserError
+
+    df = synthetic_runs("forgetting", TRUTH, 40, noise=0.003, seed=9, model_sizes=(1e6,))
+    with pytest.raises(UserError, match="one model_size, so nothing is left to fit on.*kfold"):
+        fit(df, "forgetting", holdout="largest-model")
+    (g,) = fit(df, "forgetting", holdout="largest-tokens").fits
+    assert g.holdout_mre_forgetting is not None

@@ -291,6 +291,10 @@ def _problems(law: Law, groups: list, data: GroupData, holdout: Holdout | None, 
         masks = train_masks(holdout, part, law, seed) if holdout else []
         fold_masks.append(masks)
         for mask in masks:
+            if not mask.any() and holdout.kind != "kfold":
+                column = law.model_column if holdout.kind == "largest-model" else law.data_column
+                raise UserError(f"--holdout {holdout.kind}: group {_group_label(group)} has one {column}, so "
+                                "nothing is left to fit on; use --holdout kfold:K (or largest-tokens for one model)")
             if mask.sum() < n_par:
                 raise UserError(f"--holdout {holdout.kind}: group {_group_label(group)} keeps {int(mask.sum())} "
                                 f"training row(s) for {n_par} parameters; add runs or use another holdout")

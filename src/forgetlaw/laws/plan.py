@@ -82,7 +82,8 @@ class Plan:
     prob_over_budget: float | None = None  # share of bootstrap fits over the budget at p
     finetune_loss_change: float | None = None  # target loss at p minus at p = 0 (law with injection)
     compute_factor: float | None = None  # 1 / (1 - p): finetuning steps at equal target tokens
-    extrapolated: dict[str, bool] = field(default_factory=dict)  # N, D, p outside the fitted ranges
+    # N, D, the recommended p outside the fitted ranges (p: None when infeasible); {} for old fit files
+    extrapolated: dict[str, bool | None] = field(default_factory=dict)
     fitted_ranges: dict[str, list[float]] | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -136,13 +137,17 @@ def _finetuning_fit(saved: SavedFit, domain: str | None) -> GroupFit | None:
 
 
 def _extrapolation(ranges: dict | None, model_size: float, unique_tokens: float,
-                   p: float | None) -> tuple[dict[str, bool], list[str]]:
+                   p: float | None) -> tuple[dict[str, bool | None], list[str]]:
+    """Which of N, D and the recommended p lie outside the fitted ranges (None: no p to check)."""
     if not ranges:
         return {}, []
     checks = [("model_size", "N", model_size), ("unique_tokens", "D", unique_tokens), ("injection", "p", p)]
     flags, warnings = {}, []
     for column, symbol, value in checks:
-        if column not in ranges or value is None:
+        if column not in ranges:
+            continue
+        if value is None:
+            flags[column] = None
             continue
         lo, hi = ranges[column]
         # A relative tolerance: sizes read back from a file differ in the last digits.
