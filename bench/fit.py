@@ -1,11 +1,17 @@
-"""Benchmark: batched fitting vs a plain per-start scipy L-BFGS-B loop, on the same data.
+"""Benchmark: batched fitting vs two peers, measured in the same run.
 
-1,500 synthetic runs over 12 domains, the forgetting law fitted per domain, its full start grid,
-1,000 bootstrap resamples. The baseline solves the same problems one `scipy.optimize.minimize`
-call at a time (same objective, same analytic gradient, same bounds, same starts); its bootstrap
-part is timed on a subset of the resamples and scaled linearly (printed as such).
+1. A plain per-start scipy L-BFGS-B loop on the same data: 1,500 synthetic runs over 12 domains,
+   the forgetting law fitted per domain, its full start grid, 1,000 bootstrap resamples. The
+   baseline solves the same problems one `scipy.optimize.minimize` call at a time (same objective,
+   same analytic gradient, same bounds, same starts); its bootstrap part is timed on a subset of
+   the resamples and scaled linearly (printed as such).
+2. The PyPI package `chinchilla` (pip install chinchilla, the `bench` extra) on Epoch AI's
+   Chinchilla data (tests/laws/data), used as its README shows, with Chinchilla's log-Huber loss at
+   delta 1e-3: both optima side by side, the same summed Huber objective evaluated at each, and the
+   time ratio. Its README grid has 3,125 starts (`--full-grid`); by default every other value of
+   each axis, 243 starts, so the bench stays short.
 
-    .venv/bin/python bench/fit.py [--baseline-resamples 10]
+    .venv/bin/python bench/fit.py [--baseline-resamples 10] [--full-grid] [--skip-scipy]
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
+from functools import partial  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -66,13 +75,79 @@ def scipy_solve(objective: BatchedHuberObjective, problem: int, x0: np.ndarray, 
     return res.x, float(res.fun)
 
 
+EPOCH_DATA = Path(__file__).resolve().parent.parent / "tests" / "laws" / "data" / "chinchilla_epoch.csv"
+HUBER_DELTA = 1e-3
+# The chinchilla README's start grid: 5 values on each of E, A, B, alpha, beta (3,125 starts).
+README_GRID = {"E": np.linspace(1.1, 1.5, 5), "A": np.linspace(200, 1000, 5), "B": np.linspace(200, 1000, 5),
+               "alpha": np.linspace(0.1, 0.5, 5), "beta": np.linspace(0.1, 0.5, 5)}
+
+
+def epoch_table() -> pd.DataFrame:
+    """Epoch AI's replication data, as tests/laws/test_chinchilla.py reads it (D = C / 6N, 5 worst dropped)."""
+    raw = pd.read_csv(EPOCH_DATA)
+    df = pd.DataFrame({"model_size": raw["Model Size"], "loss": raw["loss"]})
+    df["tokens"] = raw["Training FLOP"] / (6 * raw["Model Size"])
+    return df.sort_values("loss").iloc[:-5].reset_index(drop=True)
+
+
+def huber_objective(df: pd.DataFrame, params: dict[str, float]) -> float:
+    """The summed Huber (delta 1e-3) of log residuals, forgetlaw's objective, at public parameters."""
+    law = get_law("chinchilla")
+    data = pad_groups(law, [df])
+    objective = BatchedHuberObjective(law, data.features, data.log_obs, data.valid.astype(float),
+                                      np.zeros(1, dtype=int), np.zeros(1, dtype=int), HUBER_DELTA)
+    return float(objective(law.to_internal(params)[None, :], np.zeros(1, dtype=int))[0][0])
+
+
+def peer_chinchilla(df: pd.DataFrame, full_grid: bool) -> tuple[dict[str, float], float, int]:
+    """Fit with the `chinchilla` package as its README shows; (params, wall seconds, starts)."""
+    from chinchilla import Chinchilla
+    from chinchilla._metrics import log_huber
+
+    grid = {k: (v if full_grid else v[::2]) for k, v in README_GRID.items()}
+    with tempfile.TemporaryDirectory() as folder:
+        pd.DataFrame({"C": 6 * df["model_size"] * df["tokens"], "N": df["model_size"], "D": df["tokens"],
+                      "loss": df["loss"]}).to_csv(Path(folder) / "df.csv", index=False)
+        cc = Chinchilla(folder, param_grid=grid, loss_fn=partial(log_huber, delta=HUBER_DELTA), log_level=40)
+        t0 = time.perf_counter()
+        cc.fit()
+        wall = time.perf_counter() - t0
+    return cc.get_params(), wall, int(np.prod([len(v) for v in grid.values()]))
+
+
+def bench_chinchilla(full_grid: bool) -> None:
+    df = epoch_table()
+    t0 = time.perf_counter()
+    (ours,) = fit(df, "chinchilla").fits
+    ours_s = time.perf_counter() - t0
+    theirs, theirs_s, starts = peer_chinchilla(df, full_grid)
+    print(f"\nEpoch's Chinchilla data ({len(df)} runs): forgetlaw fit ({ours.diagnostics['starts']} starts) "
+          f"vs the chinchilla package ({starts} starts, README grid{'' if full_grid else ' thinned'}, BFGS, "
+          f"{os.cpu_count()} processes)")
+    print("            " + "  ".join(f"{k:>8}" for k in ours.params) + "  Huber objective (summed, delta 1e-3)")
+    for name, params in (("forgetlaw", ours.params), ("chinchilla", theirs)):
+        print(f"{name:<12}" + "  ".join(f"{params[k]:8.4g}" for k in ours.params) + f"  {huber_objective(df, params):.6g}")
+    print(f"Epoch AI    {1.817:8.4g}  {'':>8}  {'':>8}  {0.348:8.4g}  {0.366:8.4g}  (their estimates, s.e. E 0.026, "
+          "alpha 0.015, beta 0.021)")
+    print(f"time: forgetlaw {ours_s:.1f} s wall, chinchilla {theirs_s:.1f} s wall: {theirs_s / ours_s:.0f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline-domains", type=int, default=3,
                         help="domains the baseline's grid part is timed on (scaled to all 12)")
     parser.add_argument("--baseline-resamples", type=int, default=25,
                         help="bootstrap resamples per timed domain for the baseline (scaled to 1,000)")
+    parser.add_argument("--full-grid", action="store_true",
+                        help="give the chinchilla package its README's full 3,125-start grid (minutes)")
+    parser.add_argument("--skip-scipy", action="store_true", help="only the chinchilla comparison")
     args = parser.parse_args()
+    if not args.skip_scipy:
+        bench_scipy(args)
+    bench_chinchilla(args.full_grid)
+
+
+def bench_scipy(args: argparse.Namespace) -> None:
     law = get_law("forgetting")
     table = make_table()
     grid = law.start_grid()

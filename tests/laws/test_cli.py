@@ -15,6 +15,8 @@ from forgetlaw.laws import load_fit
 from forgetlaw.laws.synthetic import synthetic_runs
 
 FORGET = dict(A=50.0, B=20.0, alpha=0.4, beta=0.2)
+FIT_KEYS = {"group", "params", "ci", "mre", "holdout_mre", "mre_forgetting", "holdout_mre_forgetting",
+            "forgetting_error", "n", "ranges", "warnings"}
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +45,14 @@ def test_fit_json_schema_and_save_then_plan(table, tmp_path, capsys):
                           "--holdout", "largest-model", "--json", "--save", fit_path], capsys)
     assert code == 0, err
     obj = json.loads(out)  # exactly one JSON object on stdout
-    assert set(obj) == {"law", "fits"} and obj["law"] == "forgetting"
+    assert set(obj) == {"law", "settings", "fits"} and obj["law"] == "forgetting"
+    assert obj["settings"]["forgetting_floor"] == 0.01
     assert len(obj["fits"]) == 2
     for f in obj["fits"]:
-        assert set(f) == {"group", "params", "ci", "mre", "holdout_mre", "n"}
+        assert set(f) == FIT_KEYS
+        assert isinstance(f["mre_forgetting"], float) and isinstance(f["holdout_mre_forgetting"], float)
+        assert f["forgetting_error"]["rows"] + f["forgetting_error"]["left_out"] == f["n"]
+        assert isinstance(f["warnings"], list)
         assert set(f["params"]) == {"A", "B", "alpha", "beta"}
         assert all(len(v) == 2 and v[0] <= f["params"][k] <= v[1] for k, v in f["ci"].items())
         assert isinstance(f["mre"], float) and isinstance(f["holdout_mre"], float) and f["n"] == 80
@@ -208,3 +214,52 @@ def test_renaming_onto_an_existing_column_is_one_line_exit_2(tmp_path, capsys):
     assert main(["fit", str(table), "--law", "forgetting", "--column", "model_size=params"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already has a column 'model_size'" in err[0]
+
+
+PLAN_KEYS = {"injection", "feasible", "ci", "predicted_pretrain_loss", "predicted_forgetting",
+             "predicted_finetune_loss", "least_forgetting", "max_forgetting", "relative", "budget",
+             "pretrain_loss_before", "model_size", "unique_tokens", "law", "finetune_law", "group",
+             "ci_infeasible_fraction", "grid", "forgetting_fraction", "forgetting_at_zero", "prob_over_budget",
+             "finetune_loss_change", "compute_factor", "extrapolated", "fitted_ranges", "warnings"}
+
+
+def test_fit_prints_error_on_f_warnings_and_progress_only_off_json(tmp_path, capsys):
+    one_n = tmp_path / "one_model.csv"
+    synthetic_runs("forgetting", FORGET, 30, noise=0.005, seed=2, model_sizes=(1e6,)).to_csv(one_n, index=False)
+    code, out, err = run(["fit", one_n, "--law", "forgetting", "--bootstrap", 20, "--forgetting-floor", 0.02], capsys)
+    assert code == 0, err
+    header = out.splitlines()[1].split()
+    assert header[5:10] == ["mre", "holdout_mre", "mre_F", "holdout_mre_F", "left"]
+    assert "warning (all): the table has one model_size (1e+06)" in out
+    assert "|F| > 0.02" in out
+    assert "bootstrap forgetting: 20/20 fits" in err  # plain progress lines when stderr is not a terminal
+    code, out, err = run(["fit", one_n, "--law", "forgetting", "--bootstrap", 20, "--json", "--points"], capsys)
+    assert code == 0 and err == ""
+    (f,) = json.loads(out)["fits"]
+    assert any("one model_size" in w for w in f["warnings"])
+    assert len(f["points"]["forgetting_observed"]) == 30 and f["points"]["holdout_predicted"][0] is None
+
+
+def test_plan_json_keys_fraction_budget_and_warnings(table, tmp_path, capsys):
+    fit_path = tmp_path / "fit.json"
+    assert run(["fit", table, "--law", "forgetting", "--by", "domain", "--bootstrap", 30, "--save", fit_path],
+               capsys)[0] == 0
+    code, out, err = run(["plan", fit_path, "--model-size", 1e9, "--unique-tokens", 1e5, "--forgetting-fraction", 0.5,
+                          "--domain", "code", "--pretrain-loss-before", 2.0, "--json"], capsys)
+    assert code == 0, err
+    plan = json.loads(out)
+    assert set(plan) == PLAN_KEYS
+    assert plan["forgetting_fraction"] == 0.5 and plan["max_forgetting"] is None
+    assert plan["predicted_forgetting"] == pytest.approx(0.5 * plan["forgetting_at_zero"], rel=1e-6)
+    assert plan["extrapolated"]["model_size"] is True and len(plan["warnings"]) == 1
+    assert 0 <= plan["prob_over_budget"] <= 1
+    code, out, err = run(["plan", fit_path, "--model-size", 1e9, "--unique-tokens", 1e5, "--forgetting-fraction", 0.5,
+                          "--domain", "code", "--pretrain-loss-before", 2.0], capsys)
+    assert "0.5 x F(p=0)" in out and "warning (plan): the N = 1e+09 lies outside" in out
+    assert "probability the budget is exceeded" in out and "x1." in out
+    for extra, word in ((["--max-forgetting", 0.1, "--forgetting-fraction", 0.5], "not allowed with"),
+                        (["--forgetting-fraction", 0.5, "--relative"], "--relative"),
+                        (["--forgetting-fraction", 2], "--forgetting-fraction")):
+        code, out, err = run(["plan", fit_path, "--model-size", 1e7, "--unique-tokens", 1e5, "--domain", "code",
+                              *extra], capsys)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and word in err, err

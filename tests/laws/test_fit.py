@@ -15,6 +15,7 @@ TRUTH = {
     "forgetting": dict(A=50.0, B=20.0, alpha=0.4, beta=0.2),
     "forgetting-multiplicative": dict(A=20.0, B=20.0, alpha=0.4, beta=0.2),
     "forgetting-floor": dict(A=50.0, B=20.0, alpha=0.4, beta=0.2, C=0.1),
+    "forgetting-exp": dict(A=50.0, B=5.0, alpha=0.4, beta=0.2),
     "finetuning": dict(E=1.5, A=300.0, alpha=0.3, beta=0.2),
     "finetuning-injection": dict(E=1.5, A=300.0, alpha=0.3, beta=0.2, gamma=0.5),
 }
@@ -22,6 +23,8 @@ TRUTH = {
 GRIDS = {"chinchilla": dict(model_sizes=np.geomspace(1e7, 1e10, 8), unique_tokens=np.geomspace(1e8, 1e11, 8))}
 # A coarse grid for chinchilla in tests (Epoch's 4,500-start grid is exercised in test_chinchilla).
 CHINCHILLA_STARTS = get_law("chinchilla").start_grid()[::7]
+FIT_KEYS = {"group", "params", "ci", "mre", "holdout_mre", "mre_forgetting", "holdout_mre_forgetting",
+            "forgetting_error", "n", "ranges", "warnings"}
 
 
 def test_every_builtin_law_has_a_recovery_case():
@@ -72,8 +75,8 @@ def test_per_domain_fits_bootstrap_and_holdouts():
         assert f.diagnostics["holdout"]["held_out_rows"] == int((df[df.domain == f.group["domain"]].model_size
                                                                  == df.model_size.max()).sum())
     as_json = report.to_json()
-    assert set(as_json) == {"law", "fits"}
-    assert set(as_json["fits"][0]) == {"group", "params", "ci", "mre", "holdout_mre", "n"}
+    assert set(as_json) == {"law", "settings", "fits"}
+    assert set(as_json["fits"][0]) == FIT_KEYS
 
 
 def test_holdout_prefers_the_true_law():

@@ -42,3 +42,12 @@ def test_pruning_hopeless_starts_keeps_the_best_fit():
     assert pruned.diagnostics["objective"] <= full.diagnostics["objective"] * (1 + 1e-6)
     for name, value in full.params.items():
         assert pruned.params[name] == np.float64(value) or abs(pruned.params[name] - value) < 1e-3 * abs(value)
+
+
+def test_progress_callback_counts_every_problem_once():
+    rng = np.random.default_rng(1)
+    shifts = rng.uniform(-0.5, 0.5, 30)
+    done = []
+    lbfgs_batched(lambda x, idx: rosenbrock(x, shifts[idx]), rng.uniform(-2, 2, (30, 2)), np.full(2, -3.0),
+                  np.full(2, 3.0), max_iter=15, on_done=done.append)
+    assert sum(done) == 30 and all(k > 0 for k in done)  # some stop at the cap of 15 iterations

@@ -45,3 +45,20 @@ def test_new_options_enter_the_key_only_when_set():
 
     assert keyed_fields(Config()) == {"lr": 1e-3}
     assert keyed_fields(Config(added=4, timing=5.0)) == {"lr": 1e-3, "added": 4}
+
+
+def test_execution_settings_reach_the_workers_but_not_the_keys():
+    plain = plan_study(spec_from_dict(QUICK), 512, "manifest-0")
+    tuned = plan_study(spec_from_dict({
+        **QUICK, "pretrain": {**QUICK["pretrain"], "micro_batch_size": 8, "checkpoint_every_s": 5},
+        "finetune": {**QUICK["finetune"], "micro_batch_size": 2, "activation_checkpointing": True}}),
+        512, "manifest-0")
+    assert [r.key for r in tuned] == [r.key for r in plain]
+    assert tuned[0].config["pretrain"]["micro_batch_size"] == 8
+    assert tuned[0].config["pretrain"]["checkpoint_every_s"] == 5
+    assert tuned[-1].config["finetune"]["micro_batch_size"] == 2
+    assert tuned[-1].config["finetune"]["activation_checkpointing"] is True
+    # an option that changes what is computed gets keys of its own
+    bf16 = plan_study(spec_from_dict({**QUICK, "finetune": {**QUICK["finetune"], "weights_dtype": "bfloat16"}}),
+                      512, "manifest-0")
+    assert bf16[0].key == plain[0].key and bf16[-1].key != plain[-1].key

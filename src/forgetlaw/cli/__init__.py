@@ -17,7 +17,7 @@ from forgetlaw.errors import UserError
 
 # Stage modules, in pipeline order. A module that is not there yet is skipped, so the CLI works
 # while a stage is being built.
-STAGES = ("data", "models", "train", "study", "laws", "report", "integrations")
+STAGES = ("data", "models", "train", "study", "laws", "lawcheck", "report", "integrations")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -38,6 +38,62 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Confound:
+    """When `column` takes one value in a table, `params` are confounded; `note` says how. If
+    `rescue` = (column, k) and that column takes >= k values, the first exponent in `params` is
+    still identified through it (one model size: alpha is identified through p)."""
+
+    column: str
+    params: tuple[str, ...]
+    note: str
+    rescue: tuple[str, int] | None = None
+
+
+def _f(params: dict, name: str) -> np.ndarray:
+    return np.asarray(params[name], dtype=float)
+
+
+@dataclass(frozen=True)
+class ForgettingForm:
+    """Forgetting F(p) = L_pt - L0 = shift + scale * g(p), g(p) = A D^beta N^-alpha h(p), h(0) = 1.
+
+    `shape` picks h: "power" h = (1 + B p)^-alpha (the paper's: injection acts like a larger model),
+    "exp" h = exp(-B p) (the data-mixing-law shape). Each form carries its own inverse, so the
+    planner needs no law-specific code. Parameter values may be arrays (one per bootstrap draw).
+    """
+
+    shape: str
+    shift_scale: Callable[[dict[str, np.ndarray], np.ndarray], tuple]
+
+    def log_g0(self, params: dict, model_size: float, unique_tokens: float) -> np.ndarray:
+        return (np.log(_f(params, "A")) + _f(params, "beta") * np.log(unique_tokens)
+                - _f(params, "alpha") * np.log(model_size))
+
+    def log_h(self, params: dict, p: np.ndarray) -> np.ndarray:
+        p = np.asarray(p, dtype=float)
+        if self.shape == "power":
+            return -_f(params, "alpha") * np.log1p(_f(params, "B") * p)
+        return -_f(params, "B") * p
+
+    def p_for(self, params: dict, log_ratio: np.ndarray) -> np.ndarray:
+        """The p > 0 with log h(p) = -log_ratio (log_ratio > 0); inf where no p reaches it."""
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if self.shape == "power":
+                alpha, b = _f(params, "alpha"), _f(params, "B")
+                # Exponent capped at 700 (exp overflow); anything that large is p >> 1 anyway.
+                exponent = np.minimum(log_ratio / np.where(alpha > 0, alpha, 1.0), 700.0)
+                return np.where((alpha > 0) & (b > 0), np.expm1(exponent) / b, np.inf)
+            b = _f(params, "B")
+            return np.where(b > 0, log_ratio / np.where(b > 0, b, 1.0), np.inf)
+
+    def log_h_least(self, params: dict) -> np.ndarray:
+        """log h where forgetting is least over p in [0, 1]: p -> 1 when h falls with p, else p = 0."""
+        if self.shape == "power":
+            return -np.maximum(_f(params, "alpha"), 0.0) * np.log1p(_f(params, "B"))
+        return -np.maximum(_f(params, "B"), 0.0)
+
+
+@dataclass(frozen=True)
 class Law:
     name: str
     formula: str
@@ -49,11 +105,10 @@ class Law:
     role: str  # "forgetting" | "finetuning" | "loss": the slot it takes in a saved fit file
     log_predict: LogPredict = field(repr=False)
     features_used: tuple[str, ...] = ("log_n", "log_d")  # what `features` must precompute
-    # Forgetting laws only: (params, L0) -> (shift, scale) with forgetting(p) = shift + scale * g(p),
-    # g(p) = A * D^beta / ((1 + B p) N)^alpha. The planner inverts this in closed form.
-    forgetting_shift_scale: Callable[[dict[str, np.ndarray], np.ndarray], tuple] | None = field(
-        default=None, repr=False
-    )
+    # Forgetting laws only: how forgetting depends on p, in the form the planner inverts.
+    forgetting: ForgettingForm | None = field(default=None, repr=False)
+    # What a column that takes one value in the table leaves unidentified (fit diagnostics).
+    confounds: tuple[Confound, ...] = ()
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -211,7 +266,7 @@ def _shift_scale_floor(params, l0):
 
 
 # Bounds are wide on purpose: they keep the optimizer in the finite range of exp/log, never decide
-# a sign. A parameter that ends on one is reported (diagnostics.at_bound).
+# a sign. A parameter that ends on one is reported (diagnostics.at_bound and a warning).
 _EXPONENT = (-5.0, 5.0)
 _LOG_SCALE = (-40.0, 80.0)
 
@@ -232,6 +287,8 @@ _CHINCHILLA = Law(
     data_column="tokens",
     role="loss",
     log_predict=_chinchilla,
+    confounds=(Confound("model_size", ("E", "A", "alpha"), "only E + A/N^alpha is identified, a constant"),
+               Confound("tokens", ("E", "B", "beta"), "only E + B/D^beta is identified, a constant")),
 )
 
 _FORGETTING_PARAMS = (
@@ -243,21 +300,36 @@ _FORGETTING_PARAMS = (
 _FORGETTING_COLUMNS = ("model_size", "unique_tokens", "injection", "pretrain_loss_before")
 _FORGETTING_FEATURES = ("log_n", "log_d", "p", "log_l0")
 
-def _forgetting_law(name: str, formula: str, log_predict, shift_scale,
-                    extra_params: tuple[Param, ...] = ()) -> Law:
+_ONE_D = Confound("unique_tokens", ("A", "beta"), "only A*D^beta is identified, beta is not")
+_POWER_CONFOUNDS = (
+    Confound("model_size", ("A", "alpha"), "only A*N^-alpha is identified, a constant at that N",
+             rescue=("injection", 3)),
+    _ONE_D,
+    Confound("injection", ("B", "alpha"), "the effect of p is not measured: B is not identified"),
+)
+_EXP_CONFOUNDS = (
+    Confound("model_size", ("A", "alpha"), "only A*N^-alpha is identified, alpha is not"),
+    _ONE_D,
+    Confound("injection", ("B",), "the effect of p is not measured: B is not identified"),
+)
+
+
+def _forgetting_law(name: str, formula: str, log_predict, shift_scale, extra_params: tuple[Param, ...] = (),
+                    params: tuple[Param, ...] = _FORGETTING_PARAMS, shape: str = "power") -> Law:
     """The forgetting laws share columns, roles and the paper's parameters; they differ in form."""
     return Law(
         name=name,
         formula=formula,
         target="pretrain_loss",
         columns=_FORGETTING_COLUMNS,
-        params=_FORGETTING_PARAMS + extra_params,
+        params=params + extra_params,
         model_column="model_size",
         data_column="unique_tokens",
         role="forgetting",
         log_predict=log_predict,
         features_used=_FORGETTING_FEATURES,
-        forgetting_shift_scale=shift_scale,
+        forgetting=ForgettingForm(shape, shift_scale),
+        confounds=_POWER_CONFOUNDS if shape == "power" else _EXP_CONFOUNDS,
     )
 
 
@@ -279,6 +351,23 @@ _FORGETTING_FLOOR = _forgetting_law(
     extra_params=(Param("C", False, -1.0, 0.99, (0.0, 0.2)),),
 )
 
+# ---- forgetting-exp: pretrain_loss = L0 + A * D^beta * N^-alpha * exp(-B p) ----------------------
+def _forgetting_exp(theta: np.ndarray, f: Features):
+    log_a, b, alpha, beta = (_col(theta, j) for j in range(4))
+    log_g = log_a + beta * f["log_d"] - alpha * f["log_n"] - b * f["p"]
+    log_pred, (_, w_g) = _softmax_terms(np.broadcast_to(f["log_l0"], log_g.shape), log_g)
+    return log_pred, [w_g, -w_g * f["p"], -w_g * f["log_n"], w_g * f["log_d"]]
+
+
+_FORGETTING_EXP = _forgetting_law(
+    "forgetting-exp",
+    "pretrain_loss = L0 + A * D^beta * N^-alpha * exp(-B p)   (the data-mixing-law shape in p)",
+    _forgetting_exp, _shift_scale_additive, shape="exp",
+    # B is a plain number: its sign is the data's (B < 0: injection adds forgetting).
+    params=(_FORGETTING_PARAMS[0], Param("B", False, -100.0, 1000.0, (0.0, 3.0, 10.0, 30.0)),
+            *_FORGETTING_PARAMS[2:]),
+)
+
 _FINETUNING_PARAMS = (
     Param("E", True, -10.0, 10.0, (-1.0, 0.0, 1.0)),
     Param("A", True, *_LOG_SCALE, (0.0, 5.0, 10.0, 15.0)),
@@ -296,6 +385,8 @@ _FINETUNING = Law(
     data_column="unique_tokens",
     role="finetuning",
     log_predict=_finetuning,
+    confounds=(Confound("model_size", ("A", "alpha"), "only A*N^-alpha is identified, alpha is not"),
+               Confound("unique_tokens", ("A", "beta"), "only A*D^beta is identified, beta is not")),
 )
 
 _FINETUNING_INJECTION = Law(
@@ -309,6 +400,9 @@ _FINETUNING_INJECTION = Law(
     role="finetuning",
     log_predict=_finetuning_injection,
     features_used=("log_n", "log_d", "log_1mp"),
+    confounds=(Confound("model_size", ("A", "alpha"), "only A*N^-alpha is identified, alpha is not"),
+               Confound("unique_tokens", ("A", "beta"), "only A*D^beta is identified, beta is not"),
+               Confound("injection", ("gamma",), "the effect of p is not measured: gamma is not identified")),
 )
 
 LAWS: dict[str, Law] = {
@@ -318,6 +412,7 @@ LAWS: dict[str, Law] = {
         _FORGETTING,
         _FORGETTING_MULTIPLICATIVE,
         _FORGETTING_FLOOR,
+        _FORGETTING_EXP,
         _FINETUNING,
         _FINETUNING_INJECTION,
     )

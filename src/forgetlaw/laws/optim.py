@@ -69,12 +69,14 @@ def lbfgs_batched(
     hopeless_after: int = 50,
     hopeless_every: int = 25,
     initial_memory: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    on_done: Callable[[int], None] | None = None,
 ) -> BatchResult:
     """Minimize K problems at once. `hopeless(f, active, iteration) -> bool [K]`, if given, is asked every
     `hopeless_every` iterations after `hopeless_after` which active problems to give up on (the
     multi-start fit gives up on starts far worse than their sibling starts' best).
     `initial_memory` seeds each problem's curvature pairs, e.g. a bootstrap resample starts with the
-    memory of the full-data fit it starts from, so its first step is already quasi-Newton."""
+    memory of the full-data fit it starts from, so its first step is already quasi-Newton.
+    `on_done(k)`, if given, is told after each iteration how many problems stopped in it (progress)."""
     x = np.clip(np.array(x0, dtype=float), lower, upper)
     n_prob, n_par = x.shape
     all_idx = np.arange(n_prob)
@@ -95,6 +97,9 @@ def lbfgs_batched(
 
     converged |= projected_gradient_small(x, g) & np.isfinite(f)
     active = ~converged & np.isfinite(f)
+    n_active = int(active.sum())
+    if on_done is not None and n_prob > n_active:
+        on_done(n_prob - n_active)
 
     for it in range(max_iter):
         if hopeless is not None and it >= hopeless_after and it % hopeless_every == 0:
@@ -168,6 +173,13 @@ def lbfgs_batched(
         done = moved & (small_decrease | projected_gradient_small(x_new, g_new))
         converged[idx[done]] = True
         active[idx[done | stop_failed]] = False
+        if on_done is not None:
+            now = int(active.sum())
+            if now < n_active:
+                on_done(n_active - now)
+            n_active = now
 
+    if on_done is not None and n_active:
+        on_done(n_active)  # problems still running at the iteration cap
     return BatchResult(x=x, fun=f, converged=converged, iterations=iterations, evaluations=evaluations,
                        memory=(mem_s, mem_y, mem_rho))

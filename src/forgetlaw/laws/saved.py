@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from forgetlaw.errors import UserError
-from forgetlaw.laws.fit import FitReport, GroupFit
+from forgetlaw.laws.fit import FitReport, GroupFit, HoldoutFold
 from forgetlaw.laws.forms import get_law
 
 FORMAT = "forgetlaw-fit"
@@ -40,8 +41,9 @@ class SavedFit:
 
 
 def _group_record(f: GroupFit) -> dict:
-    rec = f.to_json()
+    rec = f.to_json(points=True)
     rec["diagnostics"] = f.diagnostics
+    rec["holdout_folds"] = [fold.to_json() for fold in f.holdout_folds]
     rec["bootstrap_params"] = None if f.bootstrap_params is None else f.bootstrap_params.tolist()
     rec["pretrain_loss_before"] = (None if f.pretrain_loss_before is None
                                    else [[n, l0] for n, l0 in sorted(f.pretrain_loss_before.items())])
@@ -60,11 +62,17 @@ def report_from_record(rec: dict) -> FitReport:
     for f in rec["fits"]:
         boot = f.get("bootstrap_params")
         l0 = f.get("pretrain_loss_before")
+        points = f.get("points")
         fits.append(GroupFit(
             group=f["group"], params={k: float(v) for k, v in f["params"].items()}, ci=f["ci"],
             mre=f["mre"], holdout_mre=f["holdout_mre"], n=f["n"], diagnostics=f.get("diagnostics", {}),
             bootstrap_params=None if boot is None else np.asarray(boot, dtype=float),
             pretrain_loss_before=None if l0 is None else {float(n): float(v) for n, v in l0},
+            # Files written before the error on F and the warnings existed read as "not computed".
+            mre_forgetting=f.get("mre_forgetting"), holdout_mre_forgetting=f.get("holdout_mre_forgetting"),
+            warnings=list(f.get("warnings", [])), ranges=f.get("ranges"),
+            points=None if points is None else pd.DataFrame(points).astype({"heldout": bool}),
+            holdout_folds=[HoldoutFold(dict(h["params"]), list(h["held_out"])) for h in f.get("holdout_folds", [])],
         ))
     return FitReport(law=law, fits=fits, settings=rec.get("settings", {}), provenance=rec.get("provenance", {}))
 

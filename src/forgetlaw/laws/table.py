@@ -110,7 +110,8 @@ def split_groups(table: pd.DataFrame, by: Sequence[str] | None) -> list[tuple[di
     groups = []
     for key, part in table.groupby(list(by), sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        groups.append(({k: _plain(v) for k, v in zip(by, key, strict=True)}, part.reset_index(drop=True)))
+        # The index is kept: it is each row's position in the checked table (check_table resets it).
+        groups.append(({k: _plain(v) for k, v in zip(by, key, strict=True)}, part))
     return groups
 
 

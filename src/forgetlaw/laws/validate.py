@@ -59,3 +59,32 @@ def train_masks(holdout: Holdout, part: pd.DataFrame, law: Law, seed: int = 0) -
 def mean_relative_error(predicted: np.ndarray, observed: np.ndarray) -> float:
     """MRE = mean |pred - obs| / obs."""
     return float(np.mean(np.abs(predicted - observed) / observed))
+
+
+# Rows whose measured forgetting |F| is at most this (in loss units, nats) are left out of the error
+# on F: there |F| is within measurement noise of 0 and |F_hat - F| / |F| measures the noise, not the
+# law (the `cpu` demo: seed-to-seed sigma(F) = 0.007 nats; one run with F = -0.004 had a relative
+# error of 54x). docs/laws.md gives the reason for the value.
+DEFAULT_FORGETTING_FLOOR = 0.01
+
+
+@dataclass(frozen=True)
+class ForgettingError:
+    """Mean |F_hat - F| / |F| over the rows with |F| > floor, F = L_pt - L0, and how many rows it used."""
+
+    value: float | None  # None when no row is above the floor
+    rows: int
+    left_out: int
+
+    def to_json(self) -> dict:
+        return {"value": self.value, "rows": self.rows, "left_out": self.left_out}
+
+
+def forgetting_error(predicted: np.ndarray, observed: np.ndarray, l0: np.ndarray,
+                     floor: float = DEFAULT_FORGETTING_FLOOR) -> ForgettingError:
+    """The error on the forgetting F = L_pt - L0 itself; `predicted`/`observed` are L_pt."""
+    f_hat = np.asarray(predicted, dtype=float) - l0
+    f = np.asarray(observed, dtype=float) - l0
+    keep = np.abs(f) > floor
+    value = float(np.mean(np.abs(f_hat[keep] - f[keep]) / np.abs(f[keep]))) if keep.any() else None
+    return ForgettingError(value, int(keep.sum()), int((~keep).sum()))

@@ -1,11 +1,12 @@
 """Fits for the report made with `forgetlaw.laws`.
 
-Per law, two fits per domain, both from `forgetlaw.laws.fit` (all domains solved in one batch):
+Per law, one call of `forgetlaw.laws.fit` with `holdout="largest-model"` (all domains in one batch)
+gives two fits per domain:
 - the full fit on every run, bootstrapped: its coefficients, CIs and in-sample MRE are reported, and
   the recommendation table plans from it;
-- the training fit on every run but the largest model's: its predictions for the largest model are
-  the held-out points of the predicted-vs-observed figure. The held-out MRE is the law engine's own
-  `holdout="largest-model"` number, which is the same fit.
+- the holdout fold's fit on every run but the largest model's: its predictions for the largest model
+  (`GroupFit.points["holdout_predicted"]`) are the held-out points of the predicted-vs-observed
+  figure, and the held-out MRE is computed from them by the law engine.
 """
 
 from __future__ import annotations
@@ -20,29 +21,18 @@ from forgetlaw.laws import fit, get_law, plan_injection, save_fit
 from forgetlaw.report.fits import GroupFit, StudyFits
 
 
-def _columns(law, part: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {c: part[c].to_numpy(dtype=float) for c in law.columns}
-
-
-def _largest_mask(table: pd.DataFrame) -> np.ndarray:
-    largest = table.groupby("domain")["model_size"].transform("max")
-    return (table["model_size"] == largest).to_numpy()
-
-
 def fit_law(table: pd.DataFrame, law_name: str, bootstrap: int) -> tuple[list[GroupFit], object]:
     law = get_law(law_name)
     full = fit(table, law, by="domain", bootstrap=bootstrap, holdout="largest-model")
-    held = _largest_mask(table)
-    train = fit(table[~held], law, by="domain")
     views = []
     for group_fit in full.fits:
         domain = group_fit.group["domain"]
-        part = table[table["domain"] == domain]
-        held_part = held[(table["domain"] == domain).to_numpy()]
-        observed = part[law.target].to_numpy(dtype=float)
-        predicted = law.predict(group_fit.params, _columns(law, part))
-        extrapolated = law.predict(train.find(domain).params, _columns(law, part))
-        predicted = np.where(held_part, extrapolated, predicted)
+        points = group_fit.points
+        held_part = points["heldout"].to_numpy(dtype=bool)
+        observed = points["observed"].to_numpy(dtype=float)
+        # In-sample predictions for the runs the full fit saw, the holdout fold's for the largest model.
+        predicted = np.where(held_part, points["holdout_predicted"].to_numpy(dtype=float),
+                             points["predicted"].to_numpy(dtype=float))
         ci = {k: (v[0], v[1]) for k, v in group_fit.ci.items()} if group_fit.ci else None
         views.append(GroupFit(law.name, law.target, {"domain": domain}, group_fit.params, ci,
                               group_fit.mre, group_fit.holdout_mre, group_fit.n,
