@@ -68,3 +68,19 @@ def test_missing_model_is_a_user_error(tmp_path):
         load_hf_causal_lm(tmp_path / "nothing")
     with pytest.raises(UserError, match="gguf_file"):
         load_hf_causal_lm(tmp_path, gguf_file="model.gguf")
+
+
+def test_activation_checkpointing_keeps_the_gradients(hf_dir):
+    module, tokenizer = load_hf_causal_lm(hf_dir)
+    idx = torch.tensor([tokenizer(PROSE)["input_ids"][:32]] * 2)
+    grads = []
+    for enabled in (False, True):
+        module.zero_grad(set_to_none=True)
+        module.set_activation_checkpointing(enabled)
+        module.train()
+        torch.manual_seed(0)  # the same dropout masks (GPT-2 drops 10%); recomputation replays them
+        module(idx).float().logsumexp(-1).mean().backward()
+        grads.append({n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7)

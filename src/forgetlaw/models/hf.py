@@ -31,11 +31,17 @@ class HFCausalLM(nn.Module):
         return self.model(input_ids=idx, use_cache=False).logits
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
+        # transformers 5 renamed gradient_checkpointing_* to activation_checkpointing_*; 4.x has the old names
+        new = hasattr(self.model, "activation_checkpointing_enable")
         if enabled:
             # non-reentrant: the recommended form, and it works with inputs that need no grad
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            self.model.gradient_checkpointing_disable()
+            kwargs = {"use_reentrant": False}
+            if new:
+                self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        elif getattr(self.model, "is_activation_checkpointing" if new else "is_gradient_checkpointing", False):
+            (self.model.activation_checkpointing_disable if new else self.model.gradient_checkpointing_disable)()
 
 
 def context_length(config) -> int | None:

@@ -8,6 +8,8 @@ base by the base's run key, so the key covers the whole chain (model, pretrainin
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,13 +155,7 @@ def pretrained_config(spec: StudySpec, entry: PretrainedModelSpec, manifest_hash
 
 
 def _matches(override: OverrideSpec | Any, cell: dict[str, Any]) -> bool:
-    checks = (("sizes", "model_name"), ("domains", "domain"), ("unique_tokens", "unique_tokens"),
-              ("injection", "injection"), ("seeds", "seed"))
-    for attr, key in checks:
-        allowed = getattr(override, attr, None)
-        if allowed is not None and cell[key] not in allowed:
-            return False
-    return True
+    return _selects(override, cell) and (override.seeds is None or cell["seed"] in override.seeds)
 
 
 def finetune_config(spec: StudySpec, base_key: str, cell: dict[str, Any], manifest_hash: str,
@@ -179,7 +175,7 @@ def finetune_config(spec: StudySpec, base_key: str, cell: dict[str, Any], manife
         "finetune": {
             "unique_tokens": cell["unique_tokens"], "injection_fraction": cell["injection"],
             **settings, "seq_len": spec.seq_len, "seed": cell["seed"], "device": spec.execution.device,
-            "domain": cell["domain"],
+            "domain": cell["domain"], **{axis.field: cell[axis.name] for axis in EXTRA_AXES},
         },
         "data": {"manifest_hash": manifest_hash},
     }
@@ -198,43 +194,71 @@ def _pretrained_lr(entry: PretrainedModelSpec, lr: float | None) -> float:
     return float(found)
 
 
+@dataclass(frozen=True)
+class Axis:
+    """A grid axis beyond size, domain, D and p (e.g. the finetuning method): its values come from the
+    spec, and a cell's value goes into the finetuning config as `field`. That field is declared
+    `key: if-set`, so a study that keeps the axis at its one default value keeps its run keys. A
+    `replicates` or `overrides` filter of the same name, where the spec has one, selects on it."""
+
+    name: str  # the cell key (and the results column)
+    field: str  # the FinetuneConfig field it sets
+    values: Callable[[StudySpec], list]
+
+
+# The extra axes, in the order they nest (outermost first), inside p and outside the seeds.
+EXTRA_AXES: tuple[Axis, ...] = ()
+
+# replicates/overrides filter -> cell key, for the fixed axes
+_FILTERS = (("sizes", "model_name"), ("domains", "domain"), ("unique_tokens", "unique_tokens"),
+            ("injection", "injection"))
+
+
+def _axes(spec: StudySpec, entries: list[LadderEntry]) -> list[tuple[str, list]]:
+    return [("model_name", [e.name for e in entries]), ("domain", list(spec.domains)),
+            ("unique_tokens", list(spec.unique_tokens)), ("injection", list(spec.injection)),
+            *((axis.name, list(axis.values(spec))) for axis in EXTRA_AXES)]
+
+
+def _selects(block: Any, cell: dict[str, Any]) -> bool:
+    """Whether a replicates/overrides block's filters (None: every value) all admit the cell."""
+    checks = [*_FILTERS, *((axis.name, axis.name) for axis in EXTRA_AXES)]
+    return all(getattr(block, attr, None) is None or cell[key] in getattr(block, attr) for attr, key in checks)
+
+
+def _check_replicates(spec: StudySpec, axes: list[tuple[str, list]]) -> None:
+    values = dict(axes)
+    for attr, key in [*_FILTERS, *((axis.name, axis.name) for axis in EXTRA_AXES)]:
+        wanted = getattr(spec.replicates, attr, None)
+        universe = set(values[key])
+        if wanted is not None and not set(wanted) <= universe:
+            raise UserError(f"replicates.{attr}: {sorted(set(wanted) - universe)} not in the study's "
+                            f"{attr}; choose from {sorted(universe)}")
+
+
 def grid_cells(spec: StudySpec, shapes: list[LadderEntry]) -> list[dict[str, Any]]:
-    """Every (size, domain, D, p, seed) cell: the main grid, then the replicate seeds, no duplicates."""
+    """Every (size, domain, D, p, [extra axes,] seed) cell: the main grid, then the replicate seeds,
+    no duplicates."""
+    axes = _axes(spec, shapes)
+    names = [name for name, _ in axes]
     cells: list[dict[str, Any]] = []
     seen: set[tuple] = set()
 
-    def add(shape: ShapeSpec, domain: str, d: int, p: float, seed: int) -> None:
-        ident = (shape.name, domain, d, p, seed)
-        if ident not in seen:
-            seen.add(ident)
-            cells.append({"model_name": shape.name, "domain": domain, "unique_tokens": d,
-                          "injection": p, "seed": seed})
+    def add(values: tuple, seed: int) -> None:
+        if (*values, seed) not in seen:
+            seen.add((*values, seed))
+            cells.append({**dict(zip(names, values, strict=True)), "seed": seed})
 
-    for shape in shapes:
-        for domain in spec.domains:
-            for d in spec.unique_tokens:
-                for p in spec.injection:
-                    for seed in spec.seeds:
-                        add(shape, domain, d, p, seed)
+    for values in itertools.product(*(v for _, v in axes)):
+        for seed in spec.seeds:
+            add(values, seed)
     rep = spec.replicates
     if rep is not None:
-        names = {s.name for s in shapes}
-        for attr, universe in (("sizes", names), ("domains", set(spec.domains)),
-                               ("unique_tokens", set(spec.unique_tokens)), ("injection", set(spec.injection))):
-            wanted = getattr(rep, attr)
-            if wanted is not None and not set(wanted) <= universe:
-                raise UserError(f"replicates.{attr}: {sorted(set(wanted) - universe)} not in the study's "
-                                f"{attr}; choose from {sorted(universe)}")
-        for shape in shapes:
-            for domain in spec.domains:
-                for d in spec.unique_tokens:
-                    for p in spec.injection:
-                        cell = {"model_name": shape.name, "domain": domain, "unique_tokens": d, "injection": p}
-                        if all(getattr(rep, a) is None or cell[k] in getattr(rep, a) for a, k in
-                               (("sizes", "model_name"), ("domains", "domain"),
-                                ("unique_tokens", "unique_tokens"), ("injection", "injection"))):
-                            for seed in rep.seeds:
-                                add(shape, domain, d, p, seed)
+        _check_replicates(spec, axes)
+        for values in itertools.product(*(v for _, v in axes)):
+            if _selects(rep, dict(zip(names, values, strict=True))):
+                for seed in rep.seeds:
+                    add(values, seed)
     return cells
 
 
