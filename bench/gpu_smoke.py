@@ -8,6 +8,11 @@
    `--peak-tflops` (default 989: H200/H100 SXM dense bf16 without sparsity; set your chip's).
 2. K finetuning runs of each `cpu-tiny` shape trained together (`finetune_many`, vectorized) vs the
    same K one by one; the ratio of wall times.
+3. A small study on a ladder of Hugging Face models, the path users with their own checkpoints take:
+   GPTs pretrained briefly here on made-up words (the GPU machine has no network, so no corpora and
+   no hub), exported with `forgetlaw.models.export` (GPT2LMHeadModel folders), then a `ladder.models`
+   sweep (bases, finetuning with injection, bf16 autocast, micro-batches) through `run_study`: wall
+   times, finetuning tokens/s and MFU per run.
 
 `--cpu-smoke` runs the same code on the CPU with the smallest shapes in a few seconds, so that the
 script is known to work before a GPU is spent on it. `--json` prints one JSON object.
@@ -19,7 +24,9 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -118,6 +125,96 @@ def vectorized_ratio(shape, device: torch.device, args) -> dict:
     }
 
 
+def word_texts(n_docs: int, seed: int, letters: str) -> list[str]:
+    """Documents of made-up words over `letters`: a tokenizer and a domain without any file."""
+    rng = np.random.default_rng(seed)
+    words = ["".join(rng.choice(list(letters), size=rng.integers(2, 8))) for _ in range(300)]
+    return [" ".join(words[i] for i in rng.integers(0, len(words), size=200)) + "." for _ in range(n_docs)]
+
+
+def word_tokenizer(folder: Path, texts: list[str], vocab: int) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(folder)
+    return folder
+
+
+def _encode(tokenizer_dir: Path, texts: list[str]) -> np.ndarray:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    ids = tokenizer(texts)["input_ids"]
+    return np.concatenate([np.append(np.asarray(i), tokenizer.eos_token_id) for i in ids]).astype(np.uint16)
+
+
+def _split(tokens: np.ndarray) -> dict[str, np.ndarray]:
+    cut = int(len(tokens) * 0.9)
+    return {"train": tokens[:cut], "val": tokens[cut:]}
+
+
+def ladder_study(device: torch.device, args) -> dict:
+    """Pretrain, export and study a ladder of HF models (see the module docstring, part 3)."""
+    from forgetlaw.models import ModelShape
+    from forgetlaw.models.export import export_gpt
+    from forgetlaw.study import ResultsStore, run_study, spec_from_dict
+    from forgetlaw.training import PretrainConfig, pretrain
+    from forgetlaw.training.checkpoint import load_model
+
+    root = Path(tempfile.mkdtemp(prefix="forgetlaw-gpu-smoke-"))
+    generic_texts, domain_texts = word_texts(args.study_docs, 0, "abcdefghijklm"), word_texts(args.study_docs // 3, 1, "nopqrstuvwxyz")
+    tokenizer_dir = word_tokenizer(root / "tokenizer", generic_texts + domain_texts, args.study_vocab)
+    data = {"generic": _split(_encode(tokenizer_dir, generic_texts)), "words": _split(_encode(tokenizer_dir, domain_texts))}
+    models, shapes = [], {}
+    started = time.perf_counter()
+    for layers, width in args.study_shapes:
+        shape = ModelShape(f"d{width}L{layers}", layers, width, max(1, width // 64))
+        cfg = shape.to_config(args.study_vocab + 64, args.study_seq_len)
+        config = PretrainConfig(tokens_per_param=args.study_tokens_per_param, batch_size=args.study_batch,
+                                seq_len=args.study_seq_len, eval_tokens=8 * args.study_seq_len, device=device.type)
+        result = pretrain(config, cfg, data["generic"]["train"], data["generic"]["val"], root / "bases" / shape.name)
+        model, _ = load_model(result.checkpoint)
+        export_gpt(model, root / "models" / shape.name, tokenizer_dir, {"final_lr": config.lr * config.min_lr_frac})
+        models.append({"name": shape.name, "path": str(root / "models" / shape.name)})
+        shapes[shape.name] = cfg
+    pretrain_s = time.perf_counter() - started
+    spec = spec_from_dict({
+        "name": "gpu-smoke-ladder", "seq_len": args.study_seq_len, "ladder": {"models": models},
+        "data": {"pretrain_corpus": "generic"}, "domains": ["words"], "unique_tokens": args.study_unique_tokens,
+        "injection": [0.0, 0.05], "pretrain": {"eval_tokens": 16 * args.study_seq_len},
+        "finetune": {"batch_size": args.study_batch, "micro_batch_size": max(1, args.study_batch // 2),
+                     "eval_tokens": 16 * args.study_seq_len, "pretrain_eval_tokens": 16 * args.study_seq_len,
+                     "patience": 3, "max_epochs": args.study_epochs, "min_eval_interval_steps": 4},
+        "execution": {"device": device.type, "progress_every_s": 60},
+    })
+    started = time.perf_counter()
+    run_study(spec, root / "study", workers=1, data=data, progress=False)
+    study_s = time.perf_counter() - started
+    store = ResultsStore.open_existing(root / "study")
+    runs = []
+    try:
+        for run in store.runs(kind="finetune"):
+            summary = store.summary(run["key"]) or {}
+            cfg = shapes[run["model_name"]]
+            tokens = summary["steps"] * args.study_batch * args.study_seq_len
+            train_s = summary["wall_s"] - summary["eval_s"]
+            runs.append({"model": run["model_name"], "unique_tokens": run["unique_tokens"], "injection": run["injection"],
+                         "status": run["status"], "steps": summary["steps"], "wall_s": summary["wall_s"],
+                         "tokens_per_s": tokens / train_s,
+                         "mfu": tokens / train_s * flops_per_token(cfg) / (args.peak_tflops * 1e12),
+                         "pretrain_loss_before": summary["pretrain_loss_before"],
+                         "forgetting": summary["pretrain_loss"] - summary["pretrain_loss_before"]})
+        failed = [r["key"] for r in store.runs(status="failed")]
+    finally:
+        store.close()
+    return {"folder": str(root), "pretrain_and_export_s": pretrain_s, "study_s": study_s, "failed": failed, "runs": runs}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-smoke", action="store_true",
@@ -136,7 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unique-tokens", type=int, default=16_000)
     parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--tiny-shapes", default="", help="cpu-tiny shapes (default: all)")
+    parser.add_argument("--no-study", action="store_true", help="skip part 3 (the ladder study)")
     args = parser.parse_args(argv)
+    # part 3: (layers, width) of the exported ladder, and its study's sizes
+    args.study_shapes, args.study_vocab, args.study_seq_len, args.study_batch = [(4, 256), (6, 384)], 8192, 512, 32
+    args.study_docs, args.study_tokens_per_param, args.study_unique_tokens, args.study_epochs = 6000, 4, [200_000, 400_000], 4
 
     if args.cpu_smoke:
         device = torch.device("cpu")
@@ -147,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         args.batch, args.seq_len, args.vocab, args.steps, args.warmup_steps = 2, 64, 256, 2, 1
         args.runs, args.unique_tokens, args.epochs, args.compile = 2, 2_000, 1.0, False
         tiny_shapes = ladder("cpu-tiny")[:1]
+        args.study_shapes, args.study_vocab, args.study_seq_len, args.study_batch = [(1, 16), (1, 24)], 300, 32, 4
+        args.study_docs, args.study_tokens_per_param, args.study_unique_tokens, args.study_epochs = 60, 4, [512], 2
     else:
         if not torch.cuda.is_available():
             print("no CUDA device: run on a GPU machine, or pass --cpu-smoke", file=sys.stderr)
@@ -166,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         "pretrain": [pretrain_steps(shape, device, args) for shape in pretrain_shapes],
         "vectorized": [vectorized_ratio(shape, device, args) for shape in tiny_shapes],
     }
+    if not args.no_study:
+        result["ladder_study"] = ladder_study(device, args)
     result["total_s"] = time.perf_counter() - started
     if args.json:
         print(json.dumps(result))
@@ -178,6 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     for row in result["vectorized"]:
         print(f"finetune_many {row['shape']:>4} x{row['runs']}: one by one {row['sequential_s']:.1f} s, "
               f"vectorized {row['vectorized_s']:.1f} s: ratio {row['vectorized_ratio']:.2f}")
+    study = result.get("ladder_study")
+    if study:
+        print(f"ladder study (exported HF models): pretrain+export {study['pretrain_and_export_s']:.0f} s, "
+              f"sweep {study['study_s']:.0f} s, {len(study['failed'])} failed")
+        for row in study["runs"]:
+            print(f"  {row['model']} D={row['unique_tokens']} p={row['injection']:g}: {row['steps']} steps, "
+                  f"{row['tokens_per_s']:,.0f} tok/s, MFU {row['mfu']:.1%}, forgetting {row['forgetting']:+.3f}")
     print(f"took {result['total_s']:.0f} s; {result['flop_formula']}")
     return 0
 
