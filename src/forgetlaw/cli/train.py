@@ -18,6 +18,40 @@ from forgetlaw.errors import UserError
 _DTYPES = ("uint16", "uint32", "int32", "int64")
 
 
+# Training flags: (flag, type, help). Their defaults are the training configs' own (PretrainConfig,
+# FinetuneConfig: one place for each default); a flag left out keeps it.
+_PRETRAIN_FLAGS = (
+    ("--batch-size", int, "sequences per optimizer step"), ("--seq-len", int, "context length"),
+    ("--lr", float, "peak learning rate"), ("--eval-tokens", int, "validation tokens for L0"),
+    ("--seed", int, "seed"), ("--device", str, "auto, cpu, cuda"),
+    ("--micro-batch-size", int, "sequences per micro-batch (gradient accumulation; memory, not math)"),
+    ("--checkpoint-every-s", float, "seconds between resumable checkpoints (as well as every 500 steps)"),
+)
+_FINETUNE_FLAGS = (
+    ("--lr", float, "finetuning LR (default: the LR the base's pretraining ended at; needed for other models)"),
+    ("--schedule", str, "constant, cosine or linear"), ("--warmup-steps", int, "linear warmup steps"),
+    ("--batch-size", int, "sequences per optimizer step"), ("--seq-len", int, "context length"),
+    ("--eval-tokens", int, "target validation tokens"), ("--pretrain-eval-tokens", int, "pretraining validation tokens"),
+    ("--pretrain-eval-every", int, "L_pt on every k-th evaluation (and at the best step)"),
+    ("--eval-every-epochs", float, "target evaluations per epoch (inverse)"),
+    ("--patience", int, "evaluations without improvement before stopping"), ("--max-epochs", float, "epoch cap"),
+    ("--seed", int, "seed"), ("--device", str, "auto, cpu, cuda"),
+    ("--micro-batch-size", int, "sequences per micro-batch (gradient accumulation; memory, not math)"),
+    ("--weights-dtype", str, "float32 or bfloat16 (the weights AdamW updates)"),
+)
+
+
+def _add_flags(parser: argparse.ArgumentParser, flags) -> None:
+    for flag, kind, text in flags:
+        parser.add_argument(flag, type=kind, default=None, help=f"{text} (default: the training config's)")
+
+
+def _given(args, flags) -> dict:
+    """The training settings given on the command line, by config field name."""
+    names = (flag.removeprefix("--").replace("-", "_") for flag, _, _ in flags)
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 def register(subparsers) -> None:
     pre = subparsers.add_parser("pretrain", help="pretrain one GPT of a ladder (resumes if interrupted)")
     pre.add_argument("--shape", required=True, help="model shape, e.g. d64 (cpu-tiny) or 109M (paper)")
@@ -27,13 +61,9 @@ def register(subparsers) -> None:
                      help="default: 20 for cpu-tiny shapes, 100 for paper shapes")
     pre.add_argument("--vocab-size", type=int, default=None,
                      help="with token files: the tokenizer's vocabulary (default: largest id seen + 1)")
-    pre.add_argument("--batch-size", type=int, default=32)
-    pre.add_argument("--seq-len", type=int, default=128)
-    pre.add_argument("--lr", type=float, default=3e-3)
-    pre.add_argument("--eval-tokens", type=int, default=8192)
-    pre.add_argument("--seed", type=int, default=0)
-    pre.add_argument("--device", default="auto")
+    _add_flags(pre, _PRETRAIN_FLAGS)
     pre.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
+    pre.add_argument("--activation-checkpointing", action="store_true", help="recompute activations (memory)")
     pre.add_argument("--quiet", action="store_true")
     pre.set_defaults(func=cmd_pretrain)
 
@@ -41,21 +71,16 @@ def register(subparsers) -> None:
     ft.add_argument("--base", type=Path, required=True,
                     help="a checkpoint.pt from pretrain, or a local Hugging Face model folder")
     ft.add_argument("--gguf-file", help="with a Hugging Face folder: the GGUF file inside it")
+    ft.add_argument("--trust-remote-code", action="store_true",
+                    help="let a Hugging Face folder run the code it ships (off: never run it unasked)")
     ft.add_argument("--domain", help="with --data: the target domain's name")
     _add_token_sources(ft, ("domain-train", "domain-val", "pretrain-train", "pretrain-val"))
+    ft.add_argument("--pretrain-corpus", default="generic",
+                    help="with --data: the corpus that plays the pretraining data (injection and L_pt)")
     ft.add_argument("--unique-tokens", type=int, required=True, help="D, unique target tokens")
     ft.add_argument("--injection", type=float, default=0.0, help="p, fraction of pretraining sequences")
-    ft.add_argument("--lr", type=float, default=None, help="default: the LR the base's pretraining ended at (peak x min_lr_frac)")
-    ft.add_argument("--schedule", default="constant", choices=("constant", "cosine", "linear"))
-    ft.add_argument("--warmup-steps", type=int, default=5)
-    ft.add_argument("--batch-size", type=int, default=8)
-    ft.add_argument("--seq-len", type=int, default=128)
-    ft.add_argument("--eval-tokens", type=int, default=8192, help="target validation tokens")
-    ft.add_argument("--pretrain-eval-tokens", type=int, default=4096, help="pretraining validation tokens")
-    ft.add_argument("--patience", type=int, default=5)
-    ft.add_argument("--max-epochs", type=float, default=20.0)
-    ft.add_argument("--seed", type=int, default=0)
-    ft.add_argument("--device", default="auto")
+    _add_flags(ft, _FINETUNE_FLAGS)
+    ft.add_argument("--activation-checkpointing", action="store_true", help="recompute activations (memory)")
     ft.add_argument("--out", type=Path, help="write the curve and summary as JSON here")
     ft.add_argument("--quiet", action="store_true")
     ft.set_defaults(func=cmd_finetune)
@@ -103,12 +128,10 @@ def cmd_pretrain(args) -> int:
         train = _token_file(args.train_tokens, args.dtype, "--train-tokens")
         val = _token_file(args.val_tokens, args.dtype, "--val-tokens")
         vocab = args.vocab_size or int(max(train.max(), val.max())) + 1
-    config = PretrainConfig(
-        tokens_per_param=args.tokens_per_param or TOKENS_PER_PARAM[family], batch_size=args.batch_size,
-        seq_len=args.seq_len, lr=args.lr, eval_tokens=args.eval_tokens, seed=args.seed,
-        device=args.device, compile=args.compile,
-    )
-    result = pretrain(config, shape.to_config(vocab, args.seq_len), train, val, args.out,
+    config = PretrainConfig(tokens_per_param=args.tokens_per_param or TOKENS_PER_PARAM[family],
+                            compile=args.compile, activation_checkpointing=args.activation_checkpointing,
+                            **_given(args, _PRETRAIN_FLAGS))
+    result = pretrain(config, shape.to_config(vocab, config.seq_len), train, val, args.out,
                       _progress(args), data_manifest_hash=manifest_hash)
     print(json.dumps(result.to_dict(), indent=2))
     return 0
@@ -127,7 +150,9 @@ def cmd_finetune(args) -> int:
             raise UserError(f"--domain is required with --data; choose one of {', '.join(store.domains)}")
         if args.domain not in store.domains:
             raise UserError(f"--domain '{args.domain}' is not in {args.data}; choose one of {', '.join(store.domains)}")
-        pt = store.pretrain_corpus
+        pt = args.pretrain_corpus
+        if pt not in store.manifest["corpora"]:
+            raise UserError(f"--pretrain-corpus '{pt}' is not built in {args.data}; build it with --domains {pt}")
         arrays = [store.tokens(args.domain, "train"), store.tokens(args.domain, "val"),
                   store.tokens(pt, "train"), store.tokens(pt, "val")]
     else:
@@ -137,14 +162,10 @@ def cmd_finetune(args) -> int:
     if args.base.is_dir():
         from forgetlaw.models.hf import load_hf_causal_lm
 
-        base, _ = load_hf_causal_lm(args.base, gguf_file=args.gguf_file)
-    config = FinetuneConfig(
-        unique_tokens=args.unique_tokens, injection_fraction=args.injection, lr=args.lr,
-        warmup_steps=args.warmup_steps, schedule=args.schedule, batch_size=args.batch_size,
-        seq_len=args.seq_len, eval_tokens=args.eval_tokens,
-        pretrain_eval_tokens=args.pretrain_eval_tokens, patience=args.patience,
-        max_epochs=args.max_epochs, seed=args.seed, device=args.device, domain=args.domain or "",
-    )
+        base, _ = load_hf_causal_lm(args.base, gguf_file=args.gguf_file, trust_remote_code=args.trust_remote_code)
+    config = FinetuneConfig(unique_tokens=args.unique_tokens, injection_fraction=args.injection,
+                            domain=args.domain or "", activation_checkpointing=args.activation_checkpointing,
+                            **_given(args, _FINETUNE_FLAGS))
     result = finetune(config, base, *arrays, progress=_progress(args))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
