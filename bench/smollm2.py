@@ -168,8 +168,11 @@ def study_spec(out_lr: float, standin: str) -> dict:
         "data": {"pretrain_corpus": standin},
         "domains": ["python"], "unique_tokens": [2048, 4096], "injection": [0.0, 0.01, 0.05], "seeds": [0],
         "pretrain": {"eval_tokens": 4096},
-        "finetune": {"batch_size": BATCH, "eval_tokens": 4096, "pretrain_eval_tokens": 4096, "eval_every_epochs": 1.0,
-                     "min_eval_interval_steps": 2, "patience": 3, "max_epochs": 12, "warmup_steps": 2},
+        # evaluation was half of each lr-sweep run (4,096 + 4,096 tokens at every epoch of 2,048): here
+        # half the windows, L_pt on every 2nd evaluation, and one evaluation per 4 steps
+        "finetune": {"batch_size": BATCH, "eval_tokens": 2048, "pretrain_eval_tokens": 2048, "eval_every_epochs": 0.5,
+                     "min_eval_interval_steps": 4, "pretrain_eval_every": 2, "patience": 3, "max_epochs": 8,
+                     "warmup_steps": 2},
         "execution": {"device": "cpu", "progress_every_s": 30},
     }
 

@@ -7,8 +7,6 @@ from pathlib import Path
 
 from forgetlaw.errors import UserError
 
-PRESETS = ("quick", "cpu", "cpu-full", "paper")
-
 
 def _positive_int(text: str) -> int:
     try:
@@ -37,6 +35,8 @@ def register(subparsers) -> None:
     demo = subparsers.add_parser(
         "demo", help="build data, run the preset study, fit both laws and write the report",
         description="The whole pipeline in one command; run it again to resume an interrupted demo.")
+    from forgetlaw.study.spec import PRESETS  # one list of presets, the study stage's
+
     demo.add_argument("--preset", choices=PRESETS, default="cpu", help="study preset (default cpu)")
     demo.add_argument("--out", type=Path, default=None, help="study folder (default ./forgetlaw-demo-PRESET)")
     demo.add_argument("--workers", type=int, default=None, help="local worker processes (default: per core)")

@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run a study into --out. Running the same command again resumes it: finished runs "
                     "are kept, interrupted ones are redone.")
     sweep.add_argument("spec", nargs="?", help="study spec file (.yaml/.yml/.toml)")
-    sweep.add_argument("--preset", help="a shipped spec instead of a file: quick, cpu, cpu-full, paper")
+    from forgetlaw.study.spec import PRESETS
+
+    sweep.add_argument("--preset", help=f"a shipped spec instead of a file: {', '.join(PRESETS)}")
     sweep.add_argument("--out", required=True, help="study folder (holds results.sqlite and the bases)")
     sweep.add_argument("--executor", default="local", choices=("local", "ray"))
     sweep.add_argument("--address", help="Ray cluster address (with --executor ray); default a local instance")
