@@ -123,4 +123,21 @@ def load_hf_causal_lm(
     except Exception as exc:
         raise UserError(f"cannot load a causal LM from {where}: {_first_line(exc)}; give a folder written "
                         "by save_pretrained (config.json + weights) or a GGUF file that transformers reads") from None
+    if gguf_file is not None:
+        model = _without_gguf_quantizer(model, dtype)
     return HFCausalLM(model), tokenizer
+
+
+def _without_gguf_quantizer(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A GGUF file's weights arrive dequantized, but transformers keeps its GGUF quantizer on the
+    model, which then refuses `save_pretrained` and `Trainer`: rebuild it as a plain model of the
+    same config with the same (already float) weights."""
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    plain.load_state_dict(model.state_dict())
+    plain.eval()
+    return plain

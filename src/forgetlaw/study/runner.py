@@ -132,7 +132,8 @@ def resolve_data(spec: StudySpec, study_dir: Path, data: Any = None, note=print,
 
     d = spec.data
     # The stand-in is built like a domain when it is not the generic corpus (which is always built).
-    wanted = list(dict.fromkeys([*spec.domains, *([standin] if standin != "generic" else [])]))
+    extra = [c for c in (standin, *d.probe_corpora) if c != "generic"]
+    wanted = list(dict.fromkeys([*spec.domains, *extra]))
     config = DataConfig(domains=tuple(wanted), vocab_size=d.vocab_size, cache_dir=d.cache_dir,
                         source_dirs=dict(d.source_dirs), pretrain_max_mb=d.pretrain_max_mb,
                         domain_max_mb=d.domain_max_mb, val_fraction=d.val_fraction, seed=d.seed,

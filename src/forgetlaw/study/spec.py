@@ -129,6 +129,9 @@ class DataSpec(_Strict):
     # default for pretrained ladders, whose own pretraining data is mostly closed: docs/pretrained.md),
     # or a name of your own text or hf: dataset in `source_dirs`.
     pretrain_corpus: str | None = None
+    # More corpora to build and measure each base on (its loss on them before finetuning, in the report):
+    # how far each is from what the models know, to choose a stand-in (docs/pretrained.md).
+    probe_corpora: list[str] = Field(default_factory=list)
 
 
 class PretrainSpec(_Strict):
